@@ -1,0 +1,471 @@
+//! Variational Bayesian Gaussian mixture in one dimension with a Dirichlet-process
+//! (stick-breaking) weight prior: scikit-learn's `BayesianGaussianMixture` with
+//! `weight_concentration_prior_type="dirichlet_process"`, written out for 1-D data.
+
+use serde::{Deserialize, Serialize};
+use statrs::function::beta::ln_beta;
+use statrs::function::gamma::{digamma, ln_gamma};
+
+use crate::ModelError;
+use crate::kmeans::kmeans_labels;
+
+const LN_2PI: f64 = 1.837_877_066_409_345_3;
+
+/// Hyper-parameters of the mixture, as scikit-learn names them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixtureParams {
+    /// Components before pruning (`n_components`).
+    pub n_components: usize,
+    /// Dirichlet-process concentration (`weight_concentration_prior`).
+    pub weight_concentration_prior: f64,
+    /// Iterations at most (`max_iter`).
+    pub max_iter: usize,
+    /// Stop when the lower bound moves less than this (`tol`).
+    pub tol: f64,
+    /// Added to every variance (`reg_covar`).
+    pub reg_covar: f64,
+    /// Components whose weight exceeds this are kept (CTGAN's 0.005).
+    pub weight_threshold: f64,
+    /// Seed of the k-means start.
+    pub seed: u64,
+}
+
+impl Default for MixtureParams {
+    fn default() -> Self {
+        Self {
+            n_components: 10,
+            weight_concentration_prior: 1e-3,
+            max_iter: 100,
+            tol: 1e-3,
+            reg_covar: 1e-6,
+            weight_threshold: 5e-3,
+            seed: 0,
+        }
+    }
+}
+
+/// [`MixtureParams`] that passed [`MixtureParams::check`].
+#[derive(Clone, Debug)]
+pub struct ValidMixtureParams(MixtureParams);
+
+impl MixtureParams {
+    /// Validate the parameters.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParams`] naming the first parameter out of range.
+    pub fn check(self) -> Result<ValidMixtureParams, ModelError> {
+        let bad = |what: &str| Err(ModelError::InvalidParams(what.to_string()));
+        if self.n_components == 0 {
+            return bad("n_components must be at least 1");
+        }
+        if !(self.weight_concentration_prior > 0.0) {
+            return bad("weight_concentration_prior must be > 0");
+        }
+        if self.max_iter == 0 {
+            return bad("max_iter must be at least 1");
+        }
+        if !(self.tol >= 0.0) || !(self.reg_covar >= 0.0) {
+            return bad("tol and reg_covar must be >= 0");
+        }
+        if !(0.0..1.0).contains(&self.weight_threshold) {
+            return bad("weight_threshold must be in [0, 1)");
+        }
+        Ok(ValidMixtureParams(self))
+    }
+}
+
+impl ValidMixtureParams {
+    /// The validated parameters.
+    pub fn get(&self) -> &MixtureParams {
+        &self.0
+    }
+}
+
+/// A fitted mixture: the variational posterior plus the quantities users read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mixture {
+    /// Expected component weights (sum to 1).
+    pub weights: Vec<f64>,
+    /// Component means.
+    pub means: Vec<f64>,
+    /// Component standard deviations (square roots of `covariances`).
+    pub stds: Vec<f64>,
+    /// Component variances (scikit-learn's `covariances_`).
+    pub covariances: Vec<f64>,
+    /// Components whose weight exceeds the threshold.
+    pub valid: Vec<bool>,
+    /// Beta posterior of the stick-breaking weights (`weight_concentration_`), first half.
+    pub weight_concentration_a: Vec<f64>,
+    /// Beta posterior of the stick-breaking weights, second half.
+    pub weight_concentration_b: Vec<f64>,
+    /// `mean_precision_`.
+    pub mean_precision: Vec<f64>,
+    /// `degrees_of_freedom_`.
+    pub degrees_of_freedom: Vec<f64>,
+    /// Evidence lower bound at the end of the fit.
+    pub lower_bound: f64,
+    /// Iterations run.
+    pub n_iter: usize,
+    /// Whether the lower bound settled before `max_iter`.
+    pub converged: bool,
+}
+
+/// Priors derived from the data (scikit-learn's `_check_parameters` defaults).
+struct Priors {
+    alpha0: f64,
+    beta0: f64,
+    m0: f64,
+    nu0: f64,
+    psi0: f64,
+    reg: f64,
+}
+
+/// The variational posterior after an M-step.
+struct Posterior {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    beta: Vec<f64>,
+    m: Vec<f64>,
+    nu: Vec<f64>,
+    c: Vec<f64>,
+}
+
+/// Fit with scikit-learn's default start: labels from seeded k-means.
+///
+/// # Errors
+/// [`ModelError::EmptySample`] when `x` is empty, [`ModelError::NonFinite`] when it
+/// holds NaN or infinity.
+pub fn fit(x: &[f64], params: &ValidMixtureParams) -> Result<Mixture, ModelError> {
+    check_sample(x)?;
+    let k = params.0.n_components.min(x.len());
+    let labels = kmeans_labels(x, k, params.0.seed);
+    fit_from_labels(x, &labels, params)
+}
+
+/// Fit starting from given labels (one per value, each `< n_components`), as
+/// scikit-learn does after its k-means: one-hot responsibilities, one M-step, then
+/// E/M iterations until the lower bound settles.
+///
+/// # Errors
+/// As [`fit`], plus [`ModelError::InvalidParams`] when a label is out of range.
+pub fn fit_from_labels(
+    x: &[f64],
+    labels: &[usize],
+    params: &ValidMixtureParams,
+) -> Result<Mixture, ModelError> {
+    check_sample(x)?;
+    let p = &params.0;
+    let k = p.n_components.min(x.len());
+    if labels.len() != x.len() || labels.iter().any(|&l| l >= k) {
+        return Err(ModelError::InvalidParams(format!(
+            "need one label in 0..{k} per value"
+        )));
+    }
+    let n = x.len();
+    let mean = x.iter().sum::<f64>() / n as f64;
+    let var = if n > 1 {
+        x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+    } else {
+        0.0
+    };
+    let priors = Priors {
+        alpha0: p.weight_concentration_prior,
+        beta0: 1.0,
+        m0: mean,
+        nu0: 1.0,
+        psi0: var,
+        reg: p.reg_covar,
+    };
+
+    let mut resp = vec![0.0; n * k];
+    for (row, &l) in resp.chunks_exact_mut(k).zip(labels) {
+        row[l] = 1.0;
+    }
+    let mut post = m_step(x, &resp, k, &priors);
+    let mut lower_bound = f64::NEG_INFINITY;
+    let mut n_iter = 0;
+    let mut converged = false;
+    for iter in 1..=p.max_iter {
+        n_iter = iter;
+        let entropy = e_step(x, &post, &mut resp);
+        post = m_step(x, &resp, k, &priors);
+        let previous = lower_bound;
+        lower_bound = bound(&post, entropy);
+        if (lower_bound - previous).abs() < p.tol {
+            converged = true;
+            break;
+        }
+    }
+    Ok(finish(post, lower_bound, n_iter, converged, p.weight_threshold))
+}
+
+fn check_sample(x: &[f64]) -> Result<(), ModelError> {
+    if x.is_empty() {
+        return Err(ModelError::EmptySample);
+    }
+    if let Some(bad) = x.iter().find(|v| !v.is_finite()) {
+        return Err(ModelError::NonFinite(*bad));
+    }
+    Ok(())
+}
+
+/// scikit-learn's `_estimate_gaussian_parameters` then the variational updates.
+fn m_step(x: &[f64], resp: &[f64], k: usize, pr: &Priors) -> Posterior {
+    let eps10 = 10.0 * f64::EPSILON;
+    let mut nk = vec![0.0; k];
+    let mut sx = vec![0.0; k];
+    for (row, &v) in resp.chunks_exact(k).zip(x) {
+        for j in 0..k {
+            nk[j] += row[j];
+            sx[j] += row[j] * v;
+        }
+    }
+    for n in &mut nk {
+        *n += eps10;
+    }
+    let xbar: Vec<f64> = sx.iter().zip(&nk).map(|(s, n)| s / n).collect();
+    let mut sk = vec![0.0; k];
+    for (row, &v) in resp.chunks_exact(k).zip(x) {
+        for j in 0..k {
+            let d = v - xbar[j];
+            sk[j] += row[j] * d * d;
+        }
+    }
+    for j in 0..k {
+        sk[j] = sk[j] / nk[j] + pr.reg;
+    }
+
+    let a: Vec<f64> = nk.iter().map(|n| 1.0 + n).collect();
+    // gamma_k2 = alpha0 + sum_{j>k} N_j
+    let mut b = vec![0.0; k];
+    let mut tail = 0.0;
+    for j in (0..k).rev() {
+        b[j] = pr.alpha0 + tail;
+        tail += nk[j];
+    }
+    let beta: Vec<f64> = nk.iter().map(|n| pr.beta0 + n).collect();
+    let m: Vec<f64> = (0..k).map(|j| (pr.beta0 * pr.m0 + nk[j] * xbar[j]) / beta[j]).collect();
+    let nu: Vec<f64> = nk.iter().map(|n| pr.nu0 + n).collect();
+    let c: Vec<f64> = (0..k)
+        .map(|j| {
+            let d = xbar[j] - pr.m0;
+            (pr.psi0 + nk[j] * sk[j] + nk[j] * pr.beta0 / beta[j] * d * d) / nu[j]
+        })
+        .collect();
+    Posterior { a, b, beta, m, nu, c }
+}
+
+/// `E[ln pi_k]` under the stick-breaking posterior.
+fn expected_log_weights(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut stick = 0.0;
+    for (a, b) in a.iter().zip(b) {
+        let ds = digamma(a + b);
+        out.push(digamma(*a) - ds + stick);
+        stick += digamma(*b) - ds;
+    }
+    out
+}
+
+/// Per component `(constant, mean, 1 / (2 C))` so that
+/// `ln rho(x) = constant - (x - mean)^2 / (2 C)`.
+pub(crate) struct LogRho {
+    pub constant: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub half_precision: Vec<f64>,
+}
+
+impl LogRho {
+    fn new(a: &[f64], b: &[f64], beta: &[f64], m: &[f64], nu: &[f64], c: &[f64]) -> Self {
+        let elw = expected_log_weights(a, b);
+        let constant = (0..a.len())
+            .map(|j| {
+                elw[j] - 0.5 * LN_2PI - 0.5 * c[j].ln() - 0.5 * nu[j].ln()
+                    + 0.5 * (std::f64::consts::LN_2 + digamma(0.5 * nu[j]) - 1.0 / beta[j])
+            })
+            .collect();
+        Self {
+            constant,
+            mean: m.to_vec(),
+            half_precision: c.iter().map(|c| 0.5 / c).collect(),
+        }
+    }
+}
+
+/// Responsibilities into `resp`; returns `sum r ln r`.
+fn e_step(x: &[f64], post: &Posterior, resp: &mut [f64]) -> f64 {
+    let k = post.a.len();
+    let lr = LogRho::new(&post.a, &post.b, &post.beta, &post.m, &post.nu, &post.c);
+    let mut entropy = 0.0;
+    for (row, &v) in resp.chunks_exact_mut(k).zip(x) {
+        let mut max = f64::NEG_INFINITY;
+        for j in 0..k {
+            let d = v - lr.mean[j];
+            row[j] = lr.constant[j] - d * d * lr.half_precision[j];
+            max = max.max(row[j]);
+        }
+        let sum: f64 = row.iter().map(|l| (l - max).exp()).sum();
+        let log_norm = max + sum.ln();
+        for r in row.iter_mut() {
+            let log_r = *r - log_norm;
+            *r = log_r.exp();
+            entropy += *r * log_r;
+        }
+    }
+    entropy
+}
+
+/// The evidence lower bound (scikit-learn's `_compute_lower_bound`, 1-D).
+fn bound(post: &Posterior, sum_r_ln_r: f64) -> f64 {
+    let mut wishart = 0.0;
+    let mut norm_weight = 0.0;
+    let mut precision = 0.0;
+    for j in 0..post.a.len() {
+        let l = -0.5 * post.c[j].ln() - 0.5 * post.nu[j].ln();
+        let nu = post.nu[j];
+        wishart += nu * l + nu * 0.5 * std::f64::consts::LN_2 + ln_gamma(0.5 * nu);
+        norm_weight += ln_beta(post.a[j], post.b[j]);
+        precision += post.beta[j].ln();
+    }
+    -sum_r_ln_r + wishart + norm_weight - 0.5 * precision
+}
+
+fn finish(post: Posterior, lower_bound: f64, n_iter: usize, converged: bool, threshold: f64) -> Mixture {
+    let k = post.a.len();
+    let mut weights = Vec::with_capacity(k);
+    let mut stick = 1.0;
+    for j in 0..k {
+        let total = post.a[j] + post.b[j];
+        weights.push(post.a[j] / total * stick);
+        stick *= post.b[j] / total;
+    }
+    let sum: f64 = weights.iter().sum();
+    weights.iter_mut().for_each(|w| *w /= sum);
+    let valid = weights.iter().map(|w| *w > threshold).collect();
+    Mixture {
+        weights,
+        means: post.m,
+        stds: post.c.iter().map(|c| c.sqrt()).collect(),
+        covariances: post.c,
+        valid,
+        weight_concentration_a: post.a,
+        weight_concentration_b: post.b,
+        mean_precision: post.beta,
+        degrees_of_freedom: post.nu,
+        lower_bound,
+        n_iter,
+        converged,
+    }
+}
+
+impl Mixture {
+    pub(crate) fn log_rho(&self) -> LogRho {
+        LogRho::new(
+            &self.weight_concentration_a,
+            &self.weight_concentration_b,
+            &self.mean_precision,
+            &self.means,
+            &self.degrees_of_freedom,
+            &self.covariances,
+        )
+    }
+
+    /// Posterior probability of each component for `x` (scikit-learn's `predict_proba`).
+    pub fn predict_proba(&self, x: f64) -> Vec<f64> {
+        let lr = self.log_rho();
+        let logs: Vec<f64> = (0..self.means.len())
+            .map(|j| lr.constant[j] - (x - lr.mean[j]).powi(2) * lr.half_precision[j])
+            .collect();
+        let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let exps: Vec<f64> = logs.iter().map(|l| (l - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        exps.into_iter().map(|e| e / sum).collect()
+    }
+
+    /// Mean log-likelihood of `x` under the mixture with its expected weights.
+    pub fn mean_log_likelihood(&self, x: &[f64]) -> f64 {
+        let total: f64 = x
+            .iter()
+            .map(|v| {
+                let p: f64 = (0..self.means.len())
+                    .map(|j| {
+                        let z = (v - self.means[j]) / self.stds[j];
+                        self.weights[j] * (-0.5 * z * z).exp() / (self.stds[j] * (2.0 * std::f64::consts::PI).sqrt())
+                    })
+                    .sum();
+                p.max(f64::MIN_POSITIVE).ln()
+            })
+            .sum();
+        total / x.len() as f64
+    }
+
+    /// Indices of the valid components, in one-hot order.
+    pub fn valid_components(&self) -> Vec<usize> {
+        (0..self.valid.len()).filter(|&j| self.valid[j]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn three_modes(n: usize) -> Vec<f64> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let modes = [(-10.0, 1.0), (0.0, 0.5), (20.0, 2.0)];
+        (0..n)
+            .map(|i| {
+                let (m, s) = modes[i % 3];
+                Normal::new(m, s).expect("valid normal").sample(&mut rng)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_three_modes() {
+        let x = three_modes(6000);
+        let params = MixtureParams::default().check().expect("defaults are valid");
+        let mix = fit(&x, &params).expect("fit");
+        // Every true mode carries a third of the weight, perhaps split over components.
+        for mode in [-10.0, 0.0, 20.0] {
+            let weight: f64 = (0..mix.means.len())
+                .filter(|&j| mix.valid[j] && (mix.means[j] - mode).abs() < 1.0)
+                .map(|j| mix.weights[j])
+                .sum();
+            assert!((weight - 1.0 / 3.0).abs() < 0.02, "mode {mode}: weight {weight}, {mix:?}");
+        }
+        assert!((mix.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn constant_and_tiny_samples_fit() {
+        let params = MixtureParams::default().check().expect("valid");
+        let mix = fit(&[3.5; 100], &params).expect("constant");
+        assert!(mix.valid.iter().any(|v| *v));
+        assert!(mix.stds.iter().all(|s| s.is_finite() && *s > 0.0));
+        let tiny = fit(&[1.0, 2.0, 3.0], &params).expect("tiny");
+        assert_eq!(tiny.means.len(), 3);
+    }
+
+    #[test]
+    fn rejects_bad_samples_and_params() {
+        let params = MixtureParams::default().check().expect("valid");
+        assert!(matches!(fit(&[], &params), Err(ModelError::EmptySample)));
+        assert!(matches!(fit(&[1.0, f64::NAN], &params), Err(ModelError::NonFinite(_))));
+        let zero = MixtureParams { n_components: 0, ..MixtureParams::default() };
+        assert!(zero.check().is_err());
+    }
+
+    #[test]
+    fn predict_proba_sums_to_one() {
+        let x = three_modes(3000);
+        let mix = fit(&x, &MixtureParams::default().check().expect("valid")).expect("fit");
+        for v in [-10.0, 0.0, 7.0, 20.0, 1e6] {
+            let p = mix.predict_proba(v);
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+    }
+}

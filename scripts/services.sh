@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Install (when missing) and run the real services shardflow talks to, on loopback only:
+#   ClickHouse  HTTP 127.0.0.1:8123, native 127.0.0.1:9000  (Debian's clickhouse-server)
+#   tansu       Kafka API 127.0.0.1:9092, durable SQLite storage (cargo install tansu)
+# State lives in .services/ at the repository root (git ignores it).
+#
+# usage: scripts/services.sh up|down|status|restart-clickhouse|stop-clickhouse|start-clickhouse
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+state="$root/.services"
+ch_dir="$state/clickhouse"
+kafka_dir="$state/tansu"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf 'services: %s\n' "$*"; }
+fail() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { timeout 1 bash -c "</dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+clickhouse_answers() { [ "$(curl -fsS --max-time 2 http://127.0.0.1:8123/ping 2>/dev/null)" = "Ok." ]; }
+
+# Poll until "$@" succeeds or the deadline passes.
+wait_for() {
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.5
+  done
+  say "$what is up"
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]} (apt)"
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq || fail "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || fail "apt-get install ${missing[*]} failed"
+}
+
+install() {
+  apt_install clickhouse-server clickhouse-client curl docker-compose
+  if ! command -v tansu >/dev/null; then
+    say "installing tansu (Kafka-compatible broker); the first build takes ~25 minutes on 2 cores"
+    cargo install tansu --locked --features dynostore,libsql \
+      || fail "cargo install tansu failed"
+  fi
+}
+
+write_clickhouse_config() {
+  mkdir -p "$ch_dir"/{data,tmp,user_files,format_schemas,log}
+  cat >"$ch_dir/config.xml" <<XML
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>$ch_dir/log/clickhouse-server.log</log>
+        <errorlog>$ch_dir/log/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+    <http_port>8123</http_port>
+    <tcp_port>9000</tcp_port>
+    <listen_host>127.0.0.1</listen_host>
+    <path>$ch_dir/data/</path>
+    <tmp_path>$ch_dir/tmp/</tmp_path>
+    <user_files_path>$ch_dir/user_files/</user_files_path>
+    <format_schema_path>$ch_dir/format_schemas/</format_schema_path>
+    <users_config>$ch_dir/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <mark_cache_size>1073741824</mark_cache_size>
+    <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+XML
+  cat >"$ch_dir/users.xml" <<XML
+<yandex>
+    <profiles><default><max_memory_usage>8000000000</max_memory_usage></default></profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+        <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+    </interval></default></quotas>
+</yandex>
+XML
+}
+
+start_clickhouse() {
+  if clickhouse_answers; then say "ClickHouse already answers on 8123"; return 0; fi
+  port_open 8123 && fail "port 8123 is taken by something that is not ClickHouse"
+  write_clickhouse_config
+  say "starting ClickHouse ($ch_dir)"
+  (cd "$ch_dir" && nohup clickhouse-server --config-file="$ch_dir/config.xml" \
+      >"$ch_dir/log/stdout.log" 2>&1 & echo $! >"$ch_dir/pid")
+  wait_for ClickHouse 60 clickhouse_answers \
+    || fail "ClickHouse did not answer on 127.0.0.1:8123 within 60 s; see $ch_dir/log/"
+}
+
+start_kafka() {
+  if port_open 9092; then say "broker already listens on 9092"; return 0; fi
+  mkdir -p "$kafka_dir"
+  say "starting tansu ($kafka_dir/tansu.db)"
+  # The storage URL is relative to the working directory: start from the data directory.
+  (cd "$kafka_dir" && nohup tansu broker \
+      --listener-url tcp://127.0.0.1:9092 \
+      --advertised-listener-url tcp://127.0.0.1:9092 \
+      --storage-engine sqlite://tansu.db >"$kafka_dir/tansu.log" 2>&1 & echo $! >"$kafka_dir/pid")
+  wait_for "Kafka broker (tansu)" 60 port_open 9092 \
+    || fail "tansu did not listen on 127.0.0.1:9092 within 60 s; see $kafka_dir/tansu.log"
+}
+
+stop_pidfile() {
+  local name=$1 pidfile=$2 port=$3
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill "$(cat "$pidfile")"
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$(cat "$pidfile")" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+    say "$name stopped"
+  else
+    say "$name is not running from $pidfile"
+  fi
+  rm -f "$pidfile"
+  local deadline=$((SECONDS + 30))
+  while port_open "$port" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+}
+
+status() {
+  local rc=0
+  if clickhouse_answers; then say "ClickHouse: up (127.0.0.1:8123)"; else say "ClickHouse: down"; rc=1; fi
+  if port_open 9092; then say "Kafka (tansu): up (127.0.0.1:9092)"; else say "Kafka (tansu): down"; rc=1; fi
+  return $rc
+}
+
+case "${1:-}" in
+  up) install; start_clickhouse; start_kafka ;;
+  clickhouse-up) apt_install clickhouse-server clickhouse-client curl; start_clickhouse ;;
+  down) stop_pidfile tansu "$kafka_dir/pid" 9092; stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
+  status) status ;;
+  stop-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
+  start-clickhouse) start_clickhouse ;;
+  *) echo "usage: $0 up|down|status|stop-clickhouse|start-clickhouse" >&2; exit 2 ;;
+esac
