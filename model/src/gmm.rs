@@ -54,6 +54,8 @@ impl MixtureParams {
     ///
     /// # Errors
     /// [`ModelError::InvalidParams`] naming the first parameter out of range.
+    // Negated comparisons on purpose: NaN must fail every check.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn check(self) -> Result<ValidMixtureParams, ModelError> {
         let bad = |what: &str| Err(ModelError::InvalidParams(what.to_string()));
         if self.n_components == 0 {
@@ -149,34 +151,18 @@ pub fn fit(x: &[f64], params: &ValidMixtureParams) -> Result<Mixture, ModelError
 ///
 /// # Errors
 /// As [`fit`], plus [`ModelError::InvalidParams`] when a label is out of range.
-pub fn fit_from_labels(
-    x: &[f64],
-    labels: &[usize],
-    params: &ValidMixtureParams,
-) -> Result<Mixture, ModelError> {
+pub fn fit_from_labels(x: &[f64], labels: &[usize], params: &ValidMixtureParams) -> Result<Mixture, ModelError> {
     check_sample(x)?;
     let p = &params.0;
     let k = p.n_components.min(x.len());
     if labels.len() != x.len() || labels.iter().any(|&l| l >= k) {
-        return Err(ModelError::InvalidParams(format!(
-            "need one label in 0..{k} per value"
-        )));
+        return Err(ModelError::InvalidParams(format!("need one label in 0..{k} per value")));
     }
     let n = x.len();
     let mean = x.iter().sum::<f64>() / n as f64;
-    let var = if n > 1 {
-        x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-    } else {
-        0.0
-    };
-    let priors = Priors {
-        alpha0: p.weight_concentration_prior,
-        beta0: 1.0,
-        m0: mean,
-        nu0: 1.0,
-        psi0: var,
-        reg: p.reg_covar,
-    };
+    let var = if n > 1 { x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+    let priors =
+        Priors { alpha0: p.weight_concentration_prior, beta0: 1.0, m0: mean, nu0: 1.0, psi0: var, reg: p.reg_covar };
 
     let mut resp = vec![0.0; n * k];
     for (row, &l) in resp.chunks_exact_mut(k).zip(labels) {
@@ -285,11 +271,7 @@ impl LogRho {
                     + 0.5 * (std::f64::consts::LN_2 + digamma(0.5 * nu[j]) - 1.0 / beta[j])
             })
             .collect();
-        Self {
-            constant,
-            mean: m.to_vec(),
-            half_precision: c.iter().map(|c| 0.5 / c).collect(),
-        }
+        Self { constant, mean: m.to_vec(), half_precision: c.iter().map(|c| 0.5 / c).collect() }
     }
 }
 
@@ -300,10 +282,10 @@ fn e_step(x: &[f64], post: &Posterior, resp: &mut [f64]) -> f64 {
     let mut entropy = 0.0;
     for (row, &v) in resp.chunks_exact_mut(k).zip(x) {
         let mut max = f64::NEG_INFINITY;
-        for j in 0..k {
+        for (j, r) in row.iter_mut().enumerate() {
             let d = v - lr.mean[j];
-            row[j] = lr.constant[j] - d * d * lr.half_precision[j];
-            max = max.max(row[j]);
+            *r = lr.constant[j] - d * d * lr.half_precision[j];
+            max = max.max(*r);
         }
         let sum: f64 = row.iter().map(|l| (l - max).exp()).sum();
         let log_norm = max + sum.ln();
@@ -374,9 +356,8 @@ impl Mixture {
     /// Posterior probability of each component for `x` (scikit-learn's `predict_proba`).
     pub fn predict_proba(&self, x: f64) -> Vec<f64> {
         let lr = self.log_rho();
-        let logs: Vec<f64> = (0..self.means.len())
-            .map(|j| lr.constant[j] - (x - lr.mean[j]).powi(2) * lr.half_precision[j])
-            .collect();
+        let logs: Vec<f64> =
+            (0..self.means.len()).map(|j| lr.constant[j] - (x - lr.mean[j]).powi(2) * lr.half_precision[j]).collect();
         let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let exps: Vec<f64> = logs.iter().map(|l| (l - max).exp()).collect();
         let sum: f64 = exps.iter().sum();

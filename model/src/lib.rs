@@ -81,7 +81,9 @@ pub enum ModelError {
     #[error("model.json is not a valid model: {0}")]
     Parse(#[from] serde_json::Error),
     /// The stored id does not match the content.
-    #[error("model id {stored} does not match its content (hash {computed}); the file was changed after fitting: refit")]
+    #[error(
+        "model id {stored} does not match its content (hash {computed}); the file was changed after fitting: refit"
+    )]
     IdMismatch {
         /// The id in the file.
         stored: String,
@@ -147,12 +149,8 @@ pub struct Model {
 impl Model {
     /// A model over `columns`, its id computed from its content.
     pub fn new(dataset: impl Into<String>, columns: Vec<ColumnModel>) -> Self {
-        let mut model = Self {
-            format_version: FORMAT_VERSION,
-            model_id: String::new(),
-            dataset: dataset.into(),
-            columns,
-        };
+        let mut model =
+            Self { format_version: FORMAT_VERSION, model_id: String::new(), dataset: dataset.into(), columns };
         model.model_id = model.content_hash();
         model
     }
@@ -230,11 +228,8 @@ impl Model {
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for c in &self.columns {
             let alpha = float_column(batch, &c.alpha_name())?;
-            let one_hot = c
-                .one_hot_names()
-                .iter()
-                .map(|name| one_hot_column(batch, name))
-                .collect::<Result<Vec<_>, _>>()?;
+            let one_hot =
+                c.one_hot_names().iter().map(|name| one_hot_column(batch, name)).collect::<Result<Vec<_>, _>>()?;
             arrays.push(Arc::new(denormalize(&c.mixture, alpha, &one_hot)));
         }
         Ok(RecordBatch::try_new(self.input_schema(), arrays).expect("arrays match the input schema"))
@@ -265,7 +260,11 @@ fn one_hot_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn OneH
     if let Some(a) = array.as_any().downcast_ref::<Float64Array>() {
         return Ok(a);
     }
-    Err(ModelError::ColumnType { column: name.to_string(), found: array.data_type().clone(), expected: "UInt8 or Float64" })
+    Err(ModelError::ColumnType {
+        column: name.to_string(),
+        found: array.data_type().clone(),
+        expected: "UInt8 or Float64",
+    })
 }
 
 /// The seed of a chunk's component draws, derived from (model, job, chunk) so that a

@@ -56,8 +56,10 @@ fn one_hot_rows_sum_to_one_and_alpha_is_bounded() {
     let encoded = model.transform(&batch(amounts(20_000, 4)), 5).expect("transform");
     let names = model.columns[0].one_hot_names();
     assert!(!names.is_empty());
-    let cols: Vec<&UInt8Array> =
-        names.iter().map(|n| encoded.column_by_name(n).expect("one-hot").as_any().downcast_ref().expect("u8")).collect();
+    let cols: Vec<&UInt8Array> = names
+        .iter()
+        .map(|n| encoded.column_by_name(n).expect("one-hot").as_any().downcast_ref().expect("u8"))
+        .collect();
     for i in 0..encoded.num_rows() {
         let sum: u32 = cols.iter().map(|c| u32::from(c.value(i))).sum();
         assert_eq!(sum, 1, "row {i}");
@@ -103,12 +105,12 @@ fn nulls_stay_null() {
 #[test]
 fn wrong_input_is_a_clear_error() {
     let model = fitted(&amounts(2_000, 8));
-    let other = RecordBatch::try_from_iter([("amount", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef)])
-        .expect("batch");
+    let other =
+        RecordBatch::try_from_iter([("amount", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef)]).expect("batch");
     let err = model.transform(&other, 0).expect_err("missing column");
     assert_eq!(err.to_string(), "batch has no column `Amount` (columns: amount)");
-    let ints = RecordBatch::try_from_iter([("Amount", Arc::new(UInt8Array::from(vec![1u8])) as ArrayRef)])
-        .expect("batch");
+    let ints =
+        RecordBatch::try_from_iter([("Amount", Arc::new(UInt8Array::from(vec![1u8])) as ArrayRef)]).expect("batch");
     assert!(matches!(model.transform(&ints, 0), Err(ModelError::ColumnType { .. })));
 }
 

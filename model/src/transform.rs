@@ -60,10 +60,10 @@ pub fn normalize(mix: &Mixture, x: &Float64Array, seed: u64) -> Normalized {
     let mut logs = vec![0.0; k];
     for &value in x.values().iter() {
         let mut max = f64::NEG_INFINITY;
-        for j in 0..k {
+        for (j, l) in logs.iter_mut().enumerate() {
             let d = value - v.mean[j];
-            logs[j] = v.constant[j] - d * d * v.half_precision[j];
-            max = max.max(logs[j]);
+            *l = v.constant[j] - d * d * v.half_precision[j];
+            max = max.max(*l);
         }
         let mut total = 0.0;
         for l in logs.iter_mut() {

@@ -1,0 +1,28 @@
+# Thin entry points. `make demo` runs the pipeline end to end; `make test` runs every test.
+# Both install what they need (apt packages, the tansu broker) and start the services.
+
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: demo test bench services-up services-down services-status build
+
+build:
+	$(CARGO) build --release --bins
+
+services-up:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+demo: services-up build
+	scripts/demo.sh
+
+test: services-up
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+bench:
+	$(CARGO) bench -p shardflow-model

@@ -1,0 +1,225 @@
+//! Typed configuration: `config/default.toml` (embedded), then an optional file, then
+//! `SHARDFLOW__SECTION__KEY` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use shardflow_model::MixtureParams;
+
+/// The defaults every layer starts from.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// All of shardflow's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The broker and topic.
+    pub kafka: KafkaConfig,
+    /// The index database.
+    pub clickhouse: ClickHouseConfig,
+    /// Where files may be read and written.
+    pub storage: StorageConfig,
+    /// How shards are cut into messages.
+    pub publish: PublishConfig,
+    /// How models are fitted.
+    pub fit: FitConfig,
+    /// The HTTP API.
+    pub api: ApiConfig,
+    /// The workers.
+    pub consumer: ConsumerConfig,
+}
+
+/// Kafka connection and topic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Topic the chunks travel on.
+    pub topic: String,
+    /// Partitions the topic is created with; bounds how many workers share a job.
+    pub partitions: i32,
+    /// Consumer group of the workers.
+    pub group_id: String,
+    /// Largest message the producer sends.
+    pub message_max_bytes: usize,
+}
+
+/// ClickHouse over HTTP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// Base URL of the HTTP interface.
+    pub url: String,
+    /// Database holding shardflow's tables; created at start.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Directories.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Client-supplied paths must resolve under one of these.
+    pub data_roots: Vec<PathBuf>,
+    /// Transform and inverse outputs go here.
+    pub output_root: PathBuf,
+    /// Fitted models go here, one directory per model id.
+    pub model_root: PathBuf,
+}
+
+/// Publishing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Rows per chunk (one Kafka message).
+    pub chunk_rows: usize,
+    /// Chunks awaiting delivery reports at once.
+    pub max_in_flight: usize,
+}
+
+/// Fitting.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitConfig {
+    /// Rows sampled from each shard.
+    pub sample_rows_per_shard: usize,
+    /// Mixture hyper-parameters; its seed also seeds the row sample.
+    pub mixture: MixtureParams,
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How long `POST /transforming_data` waits for a job.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// How often a waiting request reads the job's progress.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+/// The workers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// First wait before retrying a failed chunk.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest wait between retries.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+}
+
+/// Configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer does not parse or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// Values that parse but do not make sense together.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` when given, then the environment; checked.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Self = figment.merge(Env::prefixed("SHARDFLOW__").split("__")).extract().map_err(Box::new)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Check combinations of values.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] saying which value to change.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !is_identifier(&self.clickhouse.database) {
+            return bad(format!(
+                "clickhouse.database `{}` must be letters, digits and underscores",
+                self.clickhouse.database
+            ));
+        }
+        if self.kafka.partitions < 1 {
+            return bad("kafka.partitions must be at least 1".into());
+        }
+        if self.storage.data_roots.is_empty() {
+            return bad("storage.data_roots must name at least one directory".into());
+        }
+        if self.publish.chunk_rows == 0 || self.publish.max_in_flight == 0 {
+            return bad("publish.chunk_rows and publish.max_in_flight must be at least 1".into());
+        }
+        // 9 bytes per nullable double plus framing must fit in one message.
+        let largest = self.publish.chunk_rows * 9 + 64;
+        if largest > self.kafka.message_max_bytes {
+            return bad(format!(
+                "publish.chunk_rows = {} makes messages of up to {largest} bytes, above kafka.message_max_bytes = {}",
+                self.publish.chunk_rows, self.kafka.message_max_bytes
+            ));
+        }
+        if self.fit.sample_rows_per_shard == 0 {
+            return bad("fit.sample_rows_per_shard must be at least 1".into());
+        }
+        self.fit.mixture.clone().check().map_err(|e| ConfigError::Invalid(format!("fit.mixture: {e}")))?;
+        if self.consumer.retry_backoff > self.consumer.retry_backoff_max {
+            return bad("consumer.retry_backoff must not exceed consumer.retry_backoff_max".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_check() {
+        let config = Config::load(None).expect("defaults are valid");
+        assert_eq!(config.publish.chunk_rows, 65_536);
+        assert_eq!(config.api.wait_timeout, Duration::from_secs(600));
+        assert_eq!(config.fit.mixture.n_components, 10);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_combinations() {
+        let typo = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[kafka]\nbrokerz = \"x\""));
+        assert!(typo.extract::<Config>().is_err());
+
+        let mut config = Config::load(None).expect("defaults");
+        config.publish.chunk_rows = 10_000_000;
+        let err = config.check().expect_err("too large for a message");
+        assert!(err.to_string().contains("kafka.message_max_bytes"), "{err}");
+
+        let mut config = Config::load(None).expect("defaults");
+        config.clickhouse.database = "x; DROP TABLE y".into();
+        assert!(config.check().is_err());
+    }
+}

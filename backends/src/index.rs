@@ -1,0 +1,258 @@
+//! The ClickHouse index: models, jobs and outputs. Tables are created at start from the
+//! DDL in `schemas/sql`; SQL stays within what ClickHouse 18.16 understands.
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::ClickHouseConfig;
+
+/// A failed ClickHouse call.
+#[derive(Debug, thiserror::Error)]
+#[error("ClickHouse at {url}: {source}")]
+pub struct IndexError {
+    url: String,
+    #[source]
+    source: clickhouse::error::Error,
+}
+
+impl IndexError {
+    /// Whether trying again later may succeed: transport failures and server errors,
+    /// but not bad data (code 117), type mismatches (53) or unparsable SQL (62).
+    pub fn is_retryable(&self) -> bool {
+        match &self.source {
+            clickhouse::error::Error::BadResponse(text) => {
+                !["Code: 117", "Code: 53", "Code: 62"].iter().any(|code| text.contains(code))
+            }
+            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => true,
+            _ => false,
+        }
+    }
+}
+
+/// One state of a job (the row with the highest `version` is current).
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct JobRow {
+    /// Job id.
+    pub job_id: String,
+    /// Dataset (the model's).
+    pub dataset: String,
+    /// File the job reads.
+    pub source: String,
+    /// Model the chunks are transformed with.
+    pub model_id: String,
+    /// `publishing`, `published` or `failed`.
+    pub status: String,
+    /// Rows published (final once `published`).
+    pub rows: u64,
+    /// Chunks published (final once `published`).
+    pub chunks: u64,
+    /// Why publishing failed, or empty.
+    pub error: String,
+    /// Unix seconds the job was created.
+    pub created_at: u32,
+    /// Unix seconds of this state.
+    pub updated_at: u32,
+    /// Orders the states of a job (nanoseconds since the epoch).
+    pub version: u64,
+}
+
+/// The outputs of one chunk.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct OutputRow {
+    /// Job id.
+    pub job_id: String,
+    /// Chunk sequence number.
+    pub chunk: u64,
+    /// Kafka partition the chunk came from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Rows in the chunk.
+    pub rows: u64,
+    /// Transformed Parquet part.
+    pub transform_path: String,
+    /// Inverse-transformed Parquet part.
+    pub inverse_path: String,
+    /// Milliseconds to decode the Avro payload.
+    pub decode_ms: f64,
+    /// Milliseconds for transform and inverse.
+    pub transform_ms: f64,
+    /// Milliseconds to write both parts.
+    pub write_ms: f64,
+    /// Which worker did it (host/pid).
+    pub worker: String,
+    /// Unix seconds.
+    pub created_at: u32,
+}
+
+/// A registered model.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct ModelRow {
+    /// Content hash.
+    pub model_id: String,
+    /// Dataset it was fitted on.
+    pub dataset: String,
+    /// `model.json` format version.
+    pub format_version: u32,
+    /// Unix seconds.
+    pub created_at: u32,
+    /// Directory holding `model.json` and `metadata.json`.
+    pub path: String,
+    /// Valid components over all columns.
+    pub components: u32,
+    /// The whole `model.json`.
+    pub model_json: String,
+    /// The whole `metadata.json`.
+    pub metadata_json: String,
+}
+
+/// Seconds since the epoch, as ClickHouse `DateTime` stores them.
+pub fn unix_now() -> u32 {
+    u32::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(u32::MAX)
+}
+
+/// Nanoseconds since the epoch: orders successive states of a row.
+pub fn version_now() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)).unwrap_or(u64::MAX)
+}
+
+/// Handle on shardflow's tables in one ClickHouse database.
+#[derive(Clone)]
+pub struct Index {
+    client: Client,
+    url: String,
+}
+
+impl Index {
+    /// Connect, creating the database and tables when missing.
+    ///
+    /// # Errors
+    /// When ClickHouse does not answer or refuses the DDL.
+    pub async fn connect(config: &ClickHouseConfig) -> Result<Self, IndexError> {
+        let root = Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user)
+            .with_password(&config.password)
+            .with_validation(false);
+        let index = Self { client: root.clone().with_database(&config.database), url: config.url.clone() };
+        let wrap = |source| IndexError { url: config.url.clone(), source };
+        // The name was checked to be an identifier when the configuration was loaded.
+        root.query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).execute().await.map_err(wrap)?;
+        for (_, ddl) in shardflow_schemas::clickhouse_ddl(&config.database) {
+            root.query(&ddl).execute().await.map_err(wrap)?;
+        }
+        Ok(index)
+    }
+
+    fn err(&self, source: clickhouse::error::Error) -> IndexError {
+        IndexError { url: self.url.clone(), source }
+    }
+
+    /// Whether ClickHouse answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<(), IndexError> {
+        self.client.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+        &self,
+        table: &str,
+        row: &T,
+    ) -> Result<(), IndexError> {
+        let mut insert = self.client.insert::<T>(table).await.map_err(|e| self.err(e))?;
+        insert.write(row).await.map_err(|e| self.err(e))?;
+        insert.end().await.map_err(|e| self.err(e))
+    }
+
+    /// Record a state of a job.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_job(&self, row: &JobRow) -> Result<(), IndexError> {
+        self.insert("jobs", row).await
+    }
+
+    /// The current state of a job.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn job(&self, job_id: &str) -> Result<Option<JobRow>, IndexError> {
+        self.client
+            .query("SELECT ?fields FROM jobs FINAL WHERE job_id = ? ORDER BY version DESC LIMIT 1")
+            .bind(job_id)
+            .fetch_optional()
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Record a chunk's outputs (a repeat for the same chunk replaces, never adds).
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_output(&self, row: &OutputRow) -> Result<(), IndexError> {
+        self.insert("outputs", row).await
+    }
+
+    /// Every chunk's outputs for a job, one row per chunk, in chunk order.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn outputs(&self, job_id: &str) -> Result<Vec<OutputRow>, IndexError> {
+        self.client
+            .query("SELECT ?fields FROM outputs FINAL WHERE job_id = ? ORDER BY chunk")
+            .bind(job_id)
+            .fetch_all()
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Chunks of a job with outputs, and the rows they hold.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn progress(&self, job_id: &str) -> Result<(u64, u64), IndexError> {
+        self.client
+            .query("SELECT count(), sum(rows) FROM outputs FINAL WHERE job_id = ?")
+            .bind(job_id)
+            .fetch_one::<(u64, u64)>()
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Register a model.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_model(&self, row: &ModelRow) -> Result<(), IndexError> {
+        self.insert("models", row).await
+    }
+
+    /// A model by id.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn model(&self, model_id: &str) -> Result<Option<ModelRow>, IndexError> {
+        self.client
+            .query("SELECT ?fields FROM models FINAL WHERE model_id = ? LIMIT 1")
+            .bind(model_id)
+            .fetch_optional()
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The most recently registered model of a dataset.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn latest_model(&self, dataset: &str) -> Result<Option<ModelRow>, IndexError> {
+        self.client
+            .query("SELECT ?fields FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id LIMIT 1")
+            .bind(dataset)
+            .fetch_optional()
+            .await
+            .map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,82 @@
+//! Kafka clients configured the way shardflow needs them, and topic creation (the broker
+//! creates no topic on demand).
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaConfig;
+
+/// Message headers every chunk carries.
+pub mod headers {
+    /// Job the chunk belongs to.
+    pub const JOB_ID: &str = "job_id";
+    /// Sequence number of the chunk in its job, from 0.
+    pub const CHUNK: &str = "chunk";
+    /// Model the chunk is to be transformed with.
+    pub const MODEL_ID: &str = "model_id";
+    /// Full name of the payload's Avro schema.
+    pub const SCHEMA: &str = "schema";
+}
+
+fn base(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    c
+}
+
+/// Create `topic` with the configured partitions unless it exists.
+///
+/// # Errors
+/// The broker's answer when it refuses for another reason than "already exists".
+pub async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = base(config).create()?;
+    let new = NewTopic::new(topic, config.partitions, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&new], &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(())
+}
+
+/// An idempotent producer (acks=all), so a retried send is never written twice.
+///
+/// # Errors
+/// When librdkafka rejects the configuration.
+pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    base(config)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", config.message_max_bytes.to_string())
+        .set("message.timeout.ms", "300000")
+        .create()
+}
+
+/// A group member that stores offsets only when told to (after outputs are durable),
+/// starts a new group at the earliest offset, and keeps its prefetch queue small.
+///
+/// # Errors
+/// When librdkafka rejects the configuration.
+pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaError> {
+    let fetch = (config.message_max_bytes + 1024).to_string();
+    base(config)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.partition.fetch.bytes", &fetch)
+        .set("fetch.max.bytes", &fetch)
+        // Bound the prefetch queue: memory must not grow with lag.
+        .set("queued.max.messages.kbytes", ((config.message_max_bytes * 4) / 1024).to_string())
+        .set("queued.min.messages", "4")
+        .create()
+}

@@ -1,0 +1,21 @@
+//! `docker-compose config` accepts docker-compose.yml (Debian's docker-compose validates
+//! without an engine; `scripts/services.sh up` installs it).
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn docker_compose_accepts_the_compose_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new("docker-compose")
+        .current_dir(&root)
+        .args(["-f", "docker-compose.yml", "config"])
+        .output()
+        .expect("docker-compose is installed (scripts/services.sh up installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for service in ["kafka:", "clickhouse:", "producer:", "consumer:"] {
+        assert!(stdout.contains(service), "service {service} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("replicas: 2"), "consumer replicas missing");
+}

@@ -1,0 +1,107 @@
+//! One chunk's work, free of Kafka: decode the Avro payload, transform and invert it
+//! with the model, write both Parquet parts atomically, and describe the outputs.
+
+use std::path::Path;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use shardflow_backends::{OutputRow, index::unix_now, inverse_dir, part_name, transform_dir, write_atomically};
+use shardflow_model::{Model, chunk_seed};
+use shardflow_schemas::ChunkCodec;
+
+/// A chunk as it arrived: where from, what it belongs to, the payload.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// Job id header.
+    pub job_id: String,
+    /// Chunk sequence header.
+    pub seq: u64,
+    /// Model id header.
+    pub model_id: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Avro datum.
+    pub payload: Vec<u8>,
+}
+
+/// Why a chunk could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The message itself is bad (headers, payload, shape): retrying cannot help.
+    #[error("bad message: {0}")]
+    BadMessage(String),
+    /// Writing a part failed (disk full, permissions): worth retrying.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The part.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl ChunkError {
+    /// Whether trying the same chunk again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Write { .. })
+    }
+}
+
+/// Decode, transform, invert and write one chunk; the returned row is what the index
+/// records once the parts are durable.
+///
+/// # Errors
+/// [`ChunkError::BadMessage`] for a payload the codec or model refuses,
+/// [`ChunkError::Write`] when a part cannot be written.
+pub fn process(
+    chunk: &Chunk,
+    model: &Model,
+    codec: &ChunkCodec,
+    output_root: &Path,
+    worker: &str,
+) -> Result<OutputRow, ChunkError> {
+    let started = Instant::now();
+    let batch = codec.decode(&chunk.payload).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
+    let decoded = Instant::now();
+    let seed = chunk_seed(&model.model_id, &chunk.job_id, chunk.seq);
+    let transformed = model.transform(&batch, seed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
+    let inverse = model.inverse(&transformed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
+    let computed = Instant::now();
+    let transform_path = transform_dir(output_root, &chunk.job_id).join(part_name(chunk.seq));
+    let inverse_path = inverse_dir(output_root, &chunk.job_id).join(part_name(chunk.seq));
+    write_part(&transform_path, &transformed)?;
+    write_part(&inverse_path, &inverse)?;
+    let written = Instant::now();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    Ok(OutputRow {
+        job_id: chunk.job_id.clone(),
+        chunk: chunk.seq,
+        partition: chunk.partition,
+        offset: chunk.offset,
+        rows: batch.num_rows() as u64,
+        transform_path: transform_path.display().to_string(),
+        inverse_path: inverse_path.display().to_string(),
+        decode_ms: ms(started, decoded),
+        transform_ms: ms(decoded, computed),
+        write_ms: ms(computed, written),
+        worker: worker.to_string(),
+        created_at: unix_now(),
+    })
+}
+
+/// Write one Parquet part under a temporary name, then rename: a reader never sees half
+/// a part, and a redelivered chunk replaces its part with the same bytes.
+fn write_part(path: &Path, batch: &RecordBatch) -> Result<(), ChunkError> {
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    write_atomically(path, |file| {
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
+        writer.write(batch).map_err(std::io::Error::other)?;
+        writer.close().map(|_| ()).map_err(std::io::Error::other)
+    })
+    .map_err(|source| ChunkError::Write { path: path.display().to_string(), source })
+}

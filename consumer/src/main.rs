@@ -1,0 +1,64 @@
+//! `consumer`: join the worker group and process chunks until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use shardflow_backends::{Config, telemetry};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "consumer",
+    version,
+    about = "Join the consumer group: transform and inverse-transform chunks into Parquet, index them in ClickHouse",
+    long_about = "Join the consumer group: transform and inverse-transform chunks into Parquet, index them in ClickHouse.\n\n\
+                  Start several processes (or use --workers) to share the work; at most one member per topic partition is busy."
+)]
+struct Cli {
+    /// Configuration file layered over config/default.toml (environment SHARDFLOW__SECTION__KEY wins over both).
+    #[arg(long, env = "SHARDFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Group members to run in this process.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init();
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consumer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    match shardflow_consumer::worker::run(config, cli.workers, stopped).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("consumer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,127 @@
+//! The API's one error type: a status, a stable code and a message, sent as
+//! `{"error": {"code": ..., "message": ...}}`. Internal causes are logged, not sent.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use shardflow_backends::{IndexError, PathError};
+
+use crate::fit::FitError;
+use crate::publish::PublishError;
+use crate::shard::ShardError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An answer with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    /// 404 for a missing resource.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A failure of ours: logged in full, answered with a generic message.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the server log has the cause")
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = match rejection {
+            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, "invalid_request", rejection.body_text())
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "file_not_found", e.to_string()),
+            PathError::Outside(_) => Self::new(StatusCode::FORBIDDEN, "path_forbidden", e.to_string()),
+            PathError::NotAFile(_) => Self::new(StatusCode::BAD_REQUEST, "not_a_file", e.to_string()),
+        }
+    }
+}
+
+impl From<ShardError> for ApiError {
+    fn from(e: ShardError) -> Self {
+        match e {
+            ShardError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "file_not_found", e.to_string()),
+            ShardError::NotParquet { .. } => Self::new(StatusCode::BAD_REQUEST, "not_parquet", e.to_string()),
+            ShardError::MissingColumn { .. } | ShardError::ColumnType { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "bad_shard_schema", e.to_string())
+            }
+            ShardError::Read { .. } => Self::new(StatusCode::BAD_REQUEST, "unreadable_shard", e.to_string()),
+        }
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        tracing::error!(cause = %e, "index unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index_unavailable",
+            "the ClickHouse index is unavailable; retry later",
+        )
+    }
+}
+
+impl From<FitError> for ApiError {
+    fn from(e: FitError) -> Self {
+        match e {
+            FitError::Shard(e) => e.into(),
+            FitError::Index(e) => e.into(),
+            FitError::NoShards(_) | FitError::Model { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_fit", e.to_string())
+            }
+            FitError::Write { .. } => Self::internal(&e),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Shard(e) => e.into(),
+            PublishError::Index(e) => e.into(),
+            PublishError::Kafka(_) => {
+                tracing::error!(cause = %e, "broker unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    "the Kafka broker is unavailable; retry later",
+                )
+            }
+            PublishError::Codec(_) => Self::internal(&e),
+        }
+    }
+}
