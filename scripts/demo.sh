@@ -30,9 +30,13 @@ step "start the API and two consumers (logs in $logs/)"
 "$bin/producer" serve >"$logs/api.log" 2>&1 & pids+=($!)
 "$bin/consumer" >"$logs/consumer-1.log" 2>&1 & pids+=($!)
 "$bin/consumer" >"$logs/consumer-2.log" 2>&1 & pids+=($!)
-deadline=$((SECONDS + 60))
-until curl -fsS "$api/healthz" >/dev/null 2>&1; do
-  [ $SECONDS -lt $deadline ] || { echo "API did not start; see $logs/api.log" >&2; exit 1; }
+ready() {
+  curl -fsS "$api/healthz" >/dev/null 2>&1 &&
+    grep -q "partitions assigned" "$logs/consumer-1.log" && grep -q "partitions assigned" "$logs/consumer-2.log"
+}
+deadline=$((SECONDS + 90))
+until ready; do
+  [ $SECONDS -lt $deadline ] || { echo "API or consumers did not start; see $logs/" >&2; exit 1; }
   sleep 0.2
 done
 
@@ -55,8 +59,8 @@ echo "transformed: $transformed ($(ls "$transformed" | wc -l) parts)"
 echo "inverse:     $inverse ($(ls "$inverse" | wc -l) parts)"
 
 step "work per consumer (from ClickHouse)"
-curl -fsS "http://127.0.0.1:8123/" --data-binary "SELECT worker, count() AS chunks, sum(rows) AS rows,
-  round(sum(decode_ms + transform_ms + write_ms) / 1000, 2) AS busy_seconds,
+curl -fsS "http://127.0.0.1:8123/" --data-binary "SELECT worker, count() AS chunk_count, sum(rows) AS row_count,
+  round(sum(decode_ms)) AS decode_total_ms, round(sum(transform_ms)) AS transform_total_ms, round(sum(write_ms)) AS write_total_ms,
   round(sum(rows) / (sum(decode_ms + transform_ms + write_ms) / 1000)) AS rows_per_busy_second
   FROM $SHARDFLOW__CLICKHOUSE__DATABASE.outputs FINAL WHERE job_id = '$job' GROUP BY worker FORMAT PrettyCompactNoEscapes"
 awk -v r="$job_rows" -v t="$took" 'BEGIN { printf "\n%d rows in %.2f s through the API: %.0f rows/s end to end\n", r, t, r / t }'

@@ -3,8 +3,9 @@
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 
@@ -58,12 +59,30 @@ pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
         .create()
 }
 
+/// Logs the group's rebalances: which partitions a member gains and loses.
+pub struct GroupContext;
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &rdkafka::TopicPartitionList| {
+            list.elements().iter().map(|e| e.partition().to_string()).collect::<Vec<_>>().join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(partitions = %partitions(list), "partitions assigned"),
+            Rebalance::Revoke(list) => tracing::info!(partitions = %partitions(list), "partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
 /// A group member that stores offsets only when told to (after outputs are durable),
 /// starts a new group at the earliest offset, and keeps its prefetch queue small.
 ///
 /// # Errors
 /// When librdkafka rejects the configuration.
-pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaError> {
+pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer<GroupContext>, KafkaError> {
     let fetch = (config.message_max_bytes + 1024).to_string();
     base(config)
         .set("group.id", &config.group_id)
@@ -78,5 +97,7 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaError> {
         // Bound the prefetch queue: memory must not grow with lag.
         .set("queued.max.messages.kbytes", ((config.message_max_bytes * 4) / 1024).to_string())
         .set("queued.min.messages", "4")
-        .create()
+        // Chunks are large and few: answer fetches quickly rather than wait to fill them.
+        .set("fetch.wait.max.ms", "100")
+        .create_with_context(GroupContext)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use shardflow_backends::kafka::{self, headers};
+use shardflow_backends::kafka::{self, GroupContext, headers};
 use shardflow_backends::{Config, Index, IndexError};
 use shardflow_model::Model;
 use shardflow_schemas::ChunkCodec;
@@ -124,7 +124,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-async fn consume(shared: Arc<Shared>, consumer: StreamConsumer, mut shutdown: watch::Receiver<bool>) {
+async fn consume(shared: Arc<Shared>, consumer: StreamConsumer<GroupContext>, mut shutdown: watch::Receiver<bool>) {
     info!(topic = %shared.config.kafka.topic, group = %shared.config.kafka.group_id, "consuming");
     loop {
         let message = tokio::select! {
@@ -159,7 +159,7 @@ async fn consume(shared: Arc<Shared>, consumer: StreamConsumer, mut shutdown: wa
     info!("worker stopped");
 }
 
-fn commit(consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
+fn commit(consumer: &StreamConsumer<GroupContext>, message: &BorrowedMessage<'_>) {
     let mut offsets = TopicPartitionList::new();
     let next = Offset::Offset(message.offset() + 1);
     if let Err(e) = offsets
