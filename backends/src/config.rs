@@ -119,6 +119,20 @@ pub struct ConsumerConfig {
     /// Longest wait between retries.
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
+    /// How long a SIGTERM waits for in-flight work before abandoning it.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Address of the worker's /metrics, /healthz and /readyz.
+    pub listen: SocketAddr,
+    /// Dead-letter topic is the chunk topic plus this.
+    pub dead_letter_suffix: String,
+}
+
+impl ConsumerConfig {
+    /// The dead-letter topic for `topic`.
+    pub fn dead_letter_topic(&self, topic: &str) -> String {
+        format!("{topic}{}", self.dead_letter_suffix)
+    }
 }
 
 /// Configuration that cannot be used.
@@ -185,6 +199,9 @@ impl Config {
         self.fit.mixture.clone().check().map_err(|e| ConfigError::Invalid(format!("fit.mixture: {e}")))?;
         if self.consumer.retry_backoff > self.consumer.retry_backoff_max {
             return bad("consumer.retry_backoff must not exceed consumer.retry_backoff_max".into());
+        }
+        if self.consumer.dead_letter_suffix.is_empty() {
+            return bad("consumer.dead_letter_suffix must not be empty: dead letters need their own topic".into());
         }
         Ok(())
     }

@@ -86,6 +86,30 @@ pub struct OutputRow {
     pub created_at: u32,
 }
 
+/// A message that can never be processed, kept with its raw payload.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    /// Topic it was read from.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Job id header, or empty.
+    pub job_id: String,
+    /// Chunk header, or -1.
+    pub chunk: i64,
+    /// Why it cannot be processed.
+    pub error: String,
+    /// The payload as it arrived.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// Which worker gave up on it.
+    pub worker: String,
+    /// Unix seconds.
+    pub created_at: u32,
+}
+
 /// A registered model.
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 pub struct ModelRow {
@@ -218,6 +242,27 @@ impl Index {
             .query("SELECT count(), sum(rows) FROM outputs FINAL WHERE job_id = ?")
             .bind(job_id)
             .fetch_one::<(u64, u64)>()
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Record a dead letter (a repeat for the same offset replaces, never adds).
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_dead_letter(&self, row: &DeadLetterRow) -> Result<(), IndexError> {
+        self.insert("dead_letters", row).await
+    }
+
+    /// A job's dead letters, in chunk order.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn dead_letters(&self, job_id: &str) -> Result<Vec<DeadLetterRow>, IndexError> {
+        self.client
+            .query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk")
+            .bind(job_id)
+            .fetch_all()
             .await
             .map_err(|e| self.err(e))
     }

@@ -3,11 +3,10 @@
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::KafkaConfig;
 
@@ -59,30 +58,15 @@ pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
         .create()
 }
 
-/// Logs the group's rebalances: which partitions a member gains and loses.
-pub struct GroupContext;
-
-impl ClientContext for GroupContext {}
-
-impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let partitions = |list: &rdkafka::TopicPartitionList| {
-            list.elements().iter().map(|e| e.partition().to_string()).collect::<Vec<_>>().join(",")
-        };
-        match rebalance {
-            Rebalance::Assign(list) => tracing::info!(partitions = %partitions(list), "partitions assigned"),
-            Rebalance::Revoke(list) => tracing::info!(partitions = %partitions(list), "partitions revoked"),
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
-        }
-    }
-}
-
 /// A group member that stores offsets only when told to (after outputs are durable),
 /// starts a new group at the earliest offset, and keeps its prefetch queue small.
 ///
 /// # Errors
 /// When librdkafka rejects the configuration.
-pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer<GroupContext>, KafkaError> {
+pub fn consumer<C: ConsumerContext + 'static>(
+    config: &KafkaConfig,
+    context: C,
+) -> Result<StreamConsumer<C>, KafkaError> {
     let fetch = (config.message_max_bytes + 1024).to_string();
     base(config)
         .set("group.id", &config.group_id)
@@ -99,5 +83,20 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer<GroupContext>, Ka
         .set("queued.min.messages", "4")
         // Chunks are large and few: answer fetches quickly rather than wait to fill them.
         .set("fetch.wait.max.ms", "100")
-        .create_with_context(GroupContext)
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(context)
+}
+
+/// Whether the broker answers a metadata request for `topic` within two seconds.
+///
+/// # Errors
+/// The client's error when it does not.
+pub async fn broker_answers(producer: &FutureProducer, topic: &str) -> Result<(), KafkaError> {
+    let producer = producer.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        producer.client().fetch_metadata(Some(&topic), std::time::Duration::from_secs(2)).map(|_| ())
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled))
 }

@@ -11,7 +11,7 @@ pub mod telemetry;
 pub mod testing;
 
 pub use config::{Config, ConfigError};
-pub use index::{Index, IndexError, JobRow, ModelRow, OutputRow};
+pub use index::{DeadLetterRow, Index, IndexError, JobRow, ModelRow, OutputRow};
 pub use storage::{PathError, confine, write_atomically};
 
 /// Directory of a job's transformed parts under the output root.

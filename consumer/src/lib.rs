@@ -4,4 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
+pub mod http;
+pub mod metrics;
 pub mod worker;

@@ -36,14 +36,30 @@ async fn main() -> ExitCode {
         }
     };
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = stop.send(true);
-    });
-    match shardflow_consumer::worker::run(config, cli.workers, stopped).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let deadline = config.consumer.shutdown_timeout;
+    let mut worker = tokio::spawn(shardflow_consumer::worker::run(config, cli.workers, stopped));
+    let finished = tokio::select! {
+        finished = &mut worker => finished,
+        () = wait_for_signal() => {
+            // Stop fetching, finish or abandon the chunk in hand, commit, leave the group.
+            let _ = stop.send(true);
+            match tokio::time::timeout(deadline, &mut worker).await {
+                Ok(finished) => finished,
+                Err(_) => {
+                    eprintln!("consumer: shutdown deadline of {deadline:?} passed; in-flight chunks stay uncommitted");
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    };
+    match finished {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("consumer: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("consumer: worker panicked: {e}");
             ExitCode::FAILURE
         }
     }

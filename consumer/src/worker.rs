@@ -1,25 +1,36 @@
 //! The worker loop: consume chunks as a member of the consumer group, process each, record
-//! its outputs in ClickHouse, and only then commit its offset. A chunk that fails for a
-//! reason that may pass (disk, ClickHouse) is retried with backoff and never committed
-//! before it succeeds; a message that can never succeed is logged and skipped.
+//! its outputs in ClickHouse, and only then commit its offset.
+//!
+//! - A chunk that fails for a reason that may pass (disk, ClickHouse) is retried with
+//!   backoff and never committed before it succeeds.
+//! - A message that can never succeed goes to the dead-letter topic and the
+//!   `dead_letters` table with the reason, and is then committed: the partition moves on.
+//! - On revocation the stored offsets are committed synchronously before the partitions
+//!   are given up; on shutdown the chunk in hand is finished (or, while retrying,
+//!   abandoned uncommitted), offsets are committed and the member leaves the group.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
-use shardflow_backends::kafka::{self, GroupContext, headers};
-use shardflow_backends::{Config, Index, IndexError};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, Statistics, TopicPartitionList};
+use shardflow_backends::index::unix_now;
+use shardflow_backends::kafka::{self, headers};
+use shardflow_backends::{Config, DeadLetterRow, Index, IndexError};
 use shardflow_model::Model;
 use shardflow_schemas::ChunkCodec;
 use tokio::sync::{Mutex, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::chunk::{Chunk, ChunkError, process};
+use crate::metrics::{Metrics, PartitionLabel};
 
-/// Why a worker could not start or stopped.
+/// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// ClickHouse did not answer at start.
@@ -28,11 +39,11 @@ pub enum WorkerError {
     /// The broker refused the client or the topic.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// The output root cannot be created.
-    #[error("output root {path}: {source}")]
-    OutputRoot {
-        /// The directory.
-        path: String,
+    /// The output root cannot be created, or the metrics port bound.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
         /// The cause.
         source: std::io::Error,
     },
@@ -49,6 +60,8 @@ enum HandleError {
     Index(#[from] IndexError),
     #[error("model {0} is not registered or cannot be loaded: {1}")]
     Model(String, String),
+    #[error("dead-letter topic: {0}")]
+    DeadLetter(rdkafka::error::KafkaError),
     #[error("worker task failed: {0}")]
     Join(String),
 }
@@ -59,19 +72,66 @@ impl HandleError {
             Self::Chunk(e) => e.is_retryable(),
             Self::Index(e) => e.is_retryable(),
             Self::Model(..) => false,
-            Self::Join(_) => true,
+            Self::DeadLetter(_) | Self::Join(_) => true,
         }
     }
 }
 
 /// How one message ended.
 enum Outcome {
-    /// Outputs durable and indexed: commit.
-    Done,
-    /// Can never succeed: logged, commit so the partition moves on.
-    Skipped,
+    /// Outputs (or the dead letter) durable and indexed: commit.
+    Durable,
     /// Shutdown arrived while retrying: leave uncommitted for the next owner.
     Abandoned,
+}
+
+/// The consumer's librdkafka context: logs rebalances, commits before partitions are
+/// revoked, and turns statistics into the lag gauge.
+pub struct GroupContext {
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .lag
+                        .get_or_create(&PartitionLabel { topic: topic.clone(), partition })
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            // Chunks are processed between polls, so everything stored is durable: commit
+            // it before another member takes the partitions over.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                info!(error = %e, "nothing to commit before revocation");
+            }
+            info!(partitions = %partitions(list), "partitions revoked");
+            for e in list.elements() {
+                self.metrics.lag.remove(&PartitionLabel { topic: e.topic().to_string(), partition: e.partition() });
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => info!(partitions = %partitions(list), "partitions assigned"),
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> String {
+    list.elements().iter().map(|e| e.partition().to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// What the worker tasks of a process share.
@@ -81,31 +141,62 @@ struct Shared {
     codec: ChunkCodec,
     output_root: PathBuf,
     models: Mutex<HashMap<String, Arc<Model>>>,
+    dead_letters: FutureProducer,
+    dead_letter_topic: String,
+    metrics: Arc<Metrics>,
     name: String,
 }
 
-/// Run `tasks` group members in this process until `shutdown` turns true.
+/// Run `tasks` group members in this process until `shutdown` turns true; serve
+/// `/metrics`, `/healthz` and `/readyz` on `consumer.listen` meanwhile.
 ///
 /// # Errors
 /// [`WorkerError`] when a service is unreachable at start.
 pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
     let index = Index::connect(&config.clickhouse).await?;
+    let dead_letter_topic = config.consumer.dead_letter_topic(&config.kafka.topic);
     kafka::ensure_topic(&config.kafka, &config.kafka.topic).await?;
+    kafka::ensure_topic(&config.kafka, &dead_letter_topic).await?;
     let root = &config.storage.output_root;
-    let fail = |source| WorkerError::OutputRoot { path: root.display().to_string(), source };
-    std::fs::create_dir_all(root).map_err(fail)?;
-    let output_root = root.canonicalize().map_err(fail)?;
+    let io = |what: String| move |source| WorkerError::Io { what, source };
+    std::fs::create_dir_all(root).map_err(io(format!("output root {}", root.display())))?;
+    let output_root = root.canonicalize().map_err(io(format!("output root {}", root.display())))?;
+    let metrics = Arc::new(Metrics::new());
+    let dead_letters = kafka::producer(&config.kafka)?;
+
+    let listener = tokio::net::TcpListener::bind(config.consumer.listen)
+        .await
+        .map_err(io(format!("binding {}", config.consumer.listen)))?;
+    let address = listener.local_addr().map_err(io("metrics listener".into()))?;
+    info!(%address, "metrics, healthz and readyz listening");
+    let probe = Arc::new(crate::http::Probe {
+        metrics: metrics.clone(),
+        index: index.clone(),
+        producer: dead_letters.clone(),
+        topic: config.kafka.topic.clone(),
+    });
+    let mut http_shutdown = shutdown.clone();
+    let http = tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_shutdown.wait_for(|s| *s).await;
+        };
+        axum::serve(listener, crate::http::router(probe)).with_graceful_shutdown(stop).await
+    });
+
     let shared = Arc::new(Shared {
         codec: ChunkCodec::amount()?,
         index,
         output_root,
         models: Mutex::new(HashMap::new()),
+        dead_letters,
+        dead_letter_topic,
+        metrics,
         name: format!("{}/{}", hostname(), std::process::id()),
         config,
     });
     let mut handles = Vec::new();
     for task in 0..tasks.max(1) {
-        let consumer = kafka::consumer(&shared.config.kafka)?;
+        let consumer = kafka::consumer(&shared.config.kafka, GroupContext { metrics: shared.metrics.clone() })?;
         consumer.subscribe(&[&shared.config.kafka.topic])?;
         let shared = shared.clone();
         let shutdown = shutdown.clone();
@@ -114,6 +205,7 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
     for handle in handles {
         let _ = handle.await;
     }
+    let _ = http.await;
     Ok(())
 }
 
@@ -129,7 +221,7 @@ async fn consume(shared: Arc<Shared>, consumer: StreamConsumer<GroupContext>, mu
     loop {
         let message = tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait_for(|s| *s) => break,
             m = consumer.recv() => m,
         };
         let message = match message {
@@ -139,23 +231,16 @@ async fn consume(shared: Arc<Shared>, consumer: StreamConsumer<GroupContext>, mu
                 continue;
             }
         };
-        let outcome = match chunk_of(&message) {
-            Ok(chunk) => {
-                let span = info_span!("chunk", job = %chunk.job_id, chunk = chunk.seq, partition = chunk.partition, offset = chunk.offset);
-                shared.handle(&chunk, &mut shutdown).instrument(span).await
-            }
-            Err(reason) => {
-                error!(partition = message.partition(), offset = message.offset(), %reason, "skipping a message that is not a chunk");
-                Outcome::Skipped
-            }
-        };
-        match outcome {
-            Outcome::Done | Outcome::Skipped => commit(&consumer, &message),
+        let span = info_span!("message", partition = message.partition(), offset = message.offset());
+        match shared.handle(&message, &mut shutdown).instrument(span).await {
+            Outcome::Durable => commit(&consumer, &message),
             Outcome::Abandoned => break,
         }
     }
-    // Outstanding commits are flushed by a last synchronous one.
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    // Everything stored is durable: commit it, then leave the group (on drop).
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        info!(error = %e, "nothing to commit at shutdown");
+    }
     info!("worker stopped");
 }
 
@@ -168,15 +253,16 @@ fn commit(consumer: &StreamConsumer<GroupContext>, message: &BorrowedMessage<'_>
         .and_then(|()| consumer.commit(&offsets, CommitMode::Async))
     {
         // Not fatal: the chunk is redelivered and rewritten to the same bytes.
-        warn!(error = %e, partition = message.partition(), offset = message.offset(), "offset commit failed");
+        warn!(error = %e, "offset commit failed");
     }
 }
 
 /// Read the chunk headers; a message without them is not one of ours.
-fn chunk_of(message: &BorrowedMessage<'_>) -> Result<Chunk, String> {
+fn chunk_of(message: &BorrowedMessage<'_>, codec: &ChunkCodec) -> Result<Chunk, String> {
     let mut job_id = None;
     let mut seq = None;
     let mut model_id = None;
+    let mut schema = None;
     if let Some(hs) = message.headers() {
         for h in hs.iter() {
             let value = h.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string);
@@ -184,9 +270,13 @@ fn chunk_of(message: &BorrowedMessage<'_>) -> Result<Chunk, String> {
                 headers::JOB_ID => job_id = value,
                 headers::CHUNK => seq = value.and_then(|v| v.parse::<u64>().ok()),
                 headers::MODEL_ID => model_id = value,
+                headers::SCHEMA => schema = value,
                 _ => {}
             }
         }
+    }
+    if let Some(schema) = schema.filter(|s| s != codec.schema_name()) {
+        return Err(format!("payload schema is {schema}, this worker reads {}", codec.schema_name()));
     }
     Ok(Chunk {
         job_id: job_id
@@ -201,32 +291,57 @@ fn chunk_of(message: &BorrowedMessage<'_>) -> Result<Chunk, String> {
 }
 
 impl Shared {
-    async fn handle(&self, chunk: &Chunk, shutdown: &mut watch::Receiver<bool>) -> Outcome {
+    /// Process one message until it is durable (outputs or dead letter) or abandoned,
+    /// backing off between failures that may pass.
+    async fn handle(&self, message: &BorrowedMessage<'_>, shutdown: &mut watch::Receiver<bool>) -> Outcome {
+        let started = Instant::now();
+        let parsed = chunk_of(message, &self.codec);
+        let mut dead: Option<String> = parsed.as_ref().err().cloned();
         let mut backoff = self.config.consumer.retry_backoff;
         loop {
-            match self.try_handle(chunk).await {
-                Ok(rows) => {
-                    info!(rows, "chunk done");
-                    return Outcome::Done;
+            let result = match (&dead, &parsed) {
+                (Some(reason), _) => self.dead_letter(message, parsed.as_ref().ok(), reason).await,
+                (None, Ok(chunk)) => {
+                    let span = info_span!("chunk", job = %chunk.job_id, chunk = chunk.seq);
+                    match self.try_chunk(chunk).instrument(span).await {
+                        Err(e) if !e.is_retryable() => {
+                            let reason = e.to_string();
+                            let sent = self.dead_letter(message, Some(chunk), &reason).await;
+                            dead = Some(reason);
+                            sent
+                        }
+                        other => other,
+                    }
                 }
-                Err(e) if !e.is_retryable() => {
-                    error!(error = %e, "skipping chunk that cannot succeed");
-                    return Outcome::Skipped;
+                (None, Err(_)) => unreachable!("a message that is not a chunk is dead-lettered"),
+            };
+            match result {
+                Ok(()) => {
+                    if dead.is_none() {
+                        self.metrics.chunk_seconds.observe(started.elapsed().as_secs_f64());
+                    }
+                    return Outcome::Durable;
                 }
                 Err(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "chunk failed; will retry");
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.changed() => return Outcome::Abandoned,
-                        () = tokio::time::sleep(backoff) => {}
+                    self.metrics.retries.inc();
+                    if matches!(e, HandleError::Index(_)) {
+                        self.metrics.clickhouse_insert_errors.inc();
                     }
-                    backoff = (backoff * 2).min(self.config.consumer.retry_backoff_max);
+                    warn!(error = %e, retry_in = ?backoff, "failed; will retry, offset not committed");
                 }
             }
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => return Outcome::Abandoned,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.consumer.retry_backoff_max);
         }
     }
 
-    async fn try_handle(&self, chunk: &Chunk) -> Result<u64, HandleError> {
+    /// Transform, write and index a chunk. Errors that cannot pass are returned as such
+    /// (the caller dead-letters them).
+    async fn try_chunk(&self, chunk: &Chunk) -> Result<(), HandleError> {
         let model = self.model(&chunk.model_id).await?;
         let codec = self.codec.clone();
         let root = self.output_root.clone();
@@ -236,7 +351,48 @@ impl Shared {
             .await
             .map_err(|e| HandleError::Join(e.to_string()))??;
         self.index.insert_output(&row).await?;
-        Ok(row.rows)
+        self.metrics.records.inc_by(row.rows);
+        self.metrics.chunks.inc();
+        info!(rows = row.rows, "chunk done");
+        Ok(())
+    }
+
+    /// Send the message to the dead-letter topic (payload as is, headers plus the reason),
+    /// then record it in `dead_letters`.
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        chunk: Option<&Chunk>,
+        reason: &str,
+    ) -> Result<(), HandleError> {
+        let mut hs = message.headers().map(|h| h.detach()).unwrap_or_else(OwnedHeaders::new);
+        let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+        hs = hs
+            .insert(Header { key: "dlq.error", value: Some(reason) })
+            .insert(Header { key: "dlq.topic", value: Some(message.topic()) })
+            .insert(Header { key: "dlq.partition", value: Some(&partition) })
+            .insert(Header { key: "dlq.offset", value: Some(&offset) });
+        let payload = message.payload().unwrap_or_default();
+        let mut record = FutureRecord::to(&self.dead_letter_topic).payload(payload).headers(hs);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        self.dead_letters.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| HandleError::DeadLetter(e))?;
+        let row = DeadLetterRow {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            job_id: chunk.map(|c| c.job_id.clone()).unwrap_or_default(),
+            chunk: chunk.and_then(|c| i64::try_from(c.seq).ok()).unwrap_or(-1),
+            error: reason.to_string(),
+            payload: payload.to_vec(),
+            worker: self.name.clone(),
+            created_at: unix_now(),
+        };
+        self.index.insert_dead_letter(&row).await?;
+        self.metrics.dead_letters.inc();
+        error!(%reason, "dead-lettered");
+        Ok(())
     }
 
     async fn model(&self, id: &str) -> Result<Arc<Model>, HandleError> {

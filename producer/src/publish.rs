@@ -76,6 +76,14 @@ impl Publisher {
         })
     }
 
+    /// Whether the broker answers.
+    ///
+    /// # Errors
+    /// The client's error when it does not.
+    pub async fn broker_answers(&self) -> Result<(), rdkafka::error::KafkaError> {
+        kafka::broker_answers(&self.producer, &self.kafka.topic).await
+    }
+
     /// Publish the shard at `path` (already validated with [`Shard::open`]) as a new job
     /// transformed with `model`. Returns when every chunk is acknowledged.
     ///

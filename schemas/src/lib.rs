@@ -17,10 +17,11 @@ use arrow_schema::{DataType, Field};
 pub const AMOUNT_CHUNK_AVSC: &str = include_str!("../avro/amount_chunk.avsc");
 
 /// ClickHouse DDL, in the order it must run; `{database}` stands for the database name.
-pub const CLICKHOUSE_DDL: [(&str, &str); 3] = [
+pub const CLICKHOUSE_DDL: [(&str, &str); 4] = [
     ("001_models.sql", include_str!("../sql/001_models.sql")),
     ("002_jobs.sql", include_str!("../sql/002_jobs.sql")),
     ("003_outputs.sql", include_str!("../sql/003_outputs.sql")),
+    ("004_dead_letters.sql", include_str!("../sql/004_dead_letters.sql")),
 ];
 
 /// The DDL statements for `database` (which the caller has checked is a plain identifier).
@@ -208,7 +209,7 @@ mod tests {
     #[test]
     fn ddl_names_the_database() {
         let ddl: Vec<_> = clickhouse_ddl("test_db").collect();
-        assert_eq!(ddl.len(), 3);
+        assert_eq!(ddl.len(), 4);
         assert!(ddl.iter().all(|(_, sql)| sql.contains("test_db.") && !sql.contains("{database}")));
     }
 }

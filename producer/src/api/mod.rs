@@ -4,9 +4,11 @@
 //!   model when none exists, publishes the shard, waits for every chunk, answers with the
 //!   time taken and the output directories.
 //! - `GET /jobs/{id}`: status, progress, rows and output paths, from ClickHouse.
-//! - `GET /healthz`: the process answers.
+//! - `GET /healthz`: the process answers; `GET /readyz`: ClickHouse and Kafka answer.
+//! - `GET /metrics`: Prometheus counters.
 
 mod error;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub struct AppState {
     index: Index,
     publisher: Publisher,
     output_root: PathBuf,
+    metrics: metrics::Metrics,
     /// One fit at a time: concurrent first requests must not fit twice.
     fit_lock: Mutex<()>,
 }
@@ -70,7 +73,14 @@ impl AppState {
         let fail = |source| StartError::OutputRoot { path: root.display().to_string(), source };
         std::fs::create_dir_all(root).map_err(fail)?;
         let output_root = root.canonicalize().map_err(fail)?;
-        Ok(Arc::new(Self { config, index, publisher, output_root, fit_lock: Mutex::new(()) }))
+        Ok(Arc::new(Self {
+            config,
+            index,
+            publisher,
+            output_root,
+            metrics: metrics::Metrics::new(),
+            fit_lock: Mutex::new(()),
+        }))
     }
 
     /// The model new jobs use: the latest registered for the dataset, or one fitted now
@@ -110,12 +120,27 @@ impl AppState {
         Ok(model)
     }
 
+    /// Wait until every chunk has outputs or a dead letter. Dead letters make the job
+    /// an error: the data could not all be transformed.
     async fn wait_for(&self, job_id: &str, chunks: u64) -> Result<(), ApiError> {
         let deadline = Instant::now() + self.config.api.wait_timeout;
         loop {
             let (done, _) = self.index.progress(job_id).await?;
-            if done >= chunks {
-                return Ok(());
+            let dead = self.index.dead_letters(job_id).await?;
+            if done + dead.len() as u64 >= chunks {
+                return match dead.first() {
+                    None => Ok(()),
+                    Some(first) => Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "dead_letters",
+                        format!(
+                            "job {job_id}: {} of {chunks} chunks were dead-lettered (first, chunk {}: {}); see /jobs/{job_id}",
+                            dead.len(),
+                            first.chunk,
+                            first.error
+                        ),
+                    )),
+                };
             }
             if Instant::now() >= deadline {
                 return Err(ApiError::new(
@@ -135,6 +160,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/transforming_data", post(transforming_data))
         .route("/jobs/{id}", get(job))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_errors))
         .with_state(state)
 }
 
@@ -189,6 +217,9 @@ async fn transforming_data(
         .map_err(|e| ApiError::internal(&e))??;
     let model = state.current_model(&path).await?;
     let published = state.publisher.publish(&path, &model, &ProgressBar::hidden()).await?;
+    state.metrics.jobs.inc();
+    state.metrics.rows.inc_by(published.rows);
+    state.metrics.chunks.inc_by(published.chunks);
     state.wait_for(&published.job_id, published.chunks).await?;
     Ok(Json(TransformResponse {
         total_time_taken: format!("{:.2} seconds", started.elapsed().as_secs_f64()),
@@ -225,8 +256,12 @@ pub struct JobView {
     pub transformed_file_path: String,
     /// Directory of the inverse-transformed parts.
     pub inverse_transformed_file_path: String,
+    /// Chunks that went to the dead-letter topic instead.
+    pub chunks_dead_lettered: u64,
     /// Every chunk's outputs.
     pub outputs: Vec<OutputView>,
+    /// Every dead-lettered chunk, with the reason.
+    pub dead_letters: Vec<DeadLetterView>,
     /// Why the job failed, when it did.
     pub error: Option<String>,
 }
@@ -248,13 +283,29 @@ pub struct OutputView {
     pub offset: i64,
 }
 
+/// A dead-lettered chunk.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadLetterView {
+    /// Chunk sequence number.
+    pub chunk: i64,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Why it could not be processed.
+    pub error: String,
+}
+
 async fn job(State(state): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> Result<Json<JobView>, ApiError> {
     let Some(job) = state.index.job(&id).await? else {
         return Err(ApiError::not_found(format!("no job {id}")));
     };
     let outputs = state.index.outputs(&id).await?;
+    let dead = state.index.dead_letters(&id).await?;
     let chunks_done = outputs.len() as u64;
     let status = match job.status.as_str() {
+        // A job with dead letters is never reported as cleanly done.
+        "published" if !dead.is_empty() && chunks_done + dead.len() as u64 >= job.chunks => "done_with_dead_letters",
         "published" if chunks_done >= job.chunks => "done",
         "published" => "running",
         other => other,
@@ -281,6 +332,11 @@ async fn job(State(state): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -
                 offset: o.offset,
             })
             .collect(),
+        chunks_dead_lettered: dead.len() as u64,
+        dead_letters: dead
+            .into_iter()
+            .map(|d| DeadLetterView { chunk: d.chunk, partition: d.partition, offset: d.offset, error: d.error })
+            .collect(),
         error: (!job.error.is_empty()).then_some(job.error),
         job_id: id,
     }))
@@ -288,4 +344,33 @@ async fn job(State(state): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let (clickhouse, kafka) = tokio::join!(state.index.ping(), state.publisher.broker_answers());
+    let ready = clickhouse.is_ok() && kafka.is_ok();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "clickhouse": clickhouse.err().map(|e| e.to_string()),
+        "kafka": kafka.err().map(|e| e.to_string()),
+    });
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn count_errors(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    if response.status().is_client_error() {
+        state.metrics.client_errors.inc();
+    } else if response.status().is_server_error() {
+        state.metrics.server_errors.inc();
+    }
+    response
 }
