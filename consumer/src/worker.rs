@@ -257,37 +257,45 @@ fn commit(consumer: &StreamConsumer<GroupContext>, message: &BorrowedMessage<'_>
     }
 }
 
-/// Read the chunk headers; a message without them is not one of ours.
-fn chunk_of(message: &BorrowedMessage<'_>, codec: &ChunkCodec) -> Result<Chunk, String> {
-    let mut job_id = None;
-    let mut seq = None;
-    let mut model_id = None;
-    let mut schema = None;
-    if let Some(hs) = message.headers() {
-        for h in hs.iter() {
+/// What a message's headers say about it; any of it may be missing on a bad message.
+#[derive(Default)]
+struct ChunkHeaders {
+    job_id: Option<String>,
+    seq: Option<u64>,
+    model_id: Option<String>,
+    schema: Option<String>,
+}
+
+impl ChunkHeaders {
+    fn read(message: &BorrowedMessage<'_>) -> Self {
+        let mut out = Self::default();
+        for h in message.headers().iter().flat_map(|hs| hs.iter()) {
             let value = h.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string);
             match h.key {
-                headers::JOB_ID => job_id = value,
-                headers::CHUNK => seq = value.and_then(|v| v.parse::<u64>().ok()),
-                headers::MODEL_ID => model_id = value,
-                headers::SCHEMA => schema = value,
+                headers::JOB_ID => out.job_id = value.filter(|j| !j.is_empty() && !j.contains(['/', '\\', '.'])),
+                headers::CHUNK => out.seq = value.and_then(|v| v.parse::<u64>().ok()),
+                headers::MODEL_ID => out.model_id = value,
+                headers::SCHEMA => out.schema = value,
                 _ => {}
             }
         }
+        out
     }
-    if let Some(schema) = schema.filter(|s| s != codec.schema_name()) {
-        return Err(format!("payload schema is {schema}, this worker reads {}", codec.schema_name()));
+
+    /// The chunk, when the headers make one and the schema is ours.
+    fn chunk(&self, message: &BorrowedMessage<'_>, codec: &ChunkCodec) -> Result<Chunk, String> {
+        if let Some(schema) = self.schema.as_ref().filter(|s| *s != codec.schema_name()) {
+            return Err(format!("payload schema is {schema}, this worker reads {}", codec.schema_name()));
+        }
+        Ok(Chunk {
+            job_id: self.job_id.clone().ok_or("missing or invalid job_id header")?,
+            seq: self.seq.ok_or("missing or invalid chunk header")?,
+            model_id: self.model_id.clone().ok_or("missing model_id header")?,
+            partition: message.partition(),
+            offset: message.offset(),
+            payload: message.payload().ok_or("empty payload")?.to_vec(),
+        })
     }
-    Ok(Chunk {
-        job_id: job_id
-            .filter(|j| !j.is_empty() && !j.contains(['/', '\\', '.']))
-            .ok_or("missing or invalid job_id header")?,
-        seq: seq.ok_or("missing or invalid chunk header")?,
-        model_id: model_id.ok_or("missing model_id header")?,
-        partition: message.partition(),
-        offset: message.offset(),
-        payload: message.payload().ok_or("empty payload")?.to_vec(),
-    })
 }
 
 impl Shared {
@@ -295,18 +303,19 @@ impl Shared {
     /// backing off between failures that may pass.
     async fn handle(&self, message: &BorrowedMessage<'_>, shutdown: &mut watch::Receiver<bool>) -> Outcome {
         let started = Instant::now();
-        let parsed = chunk_of(message, &self.codec);
+        let ids = ChunkHeaders::read(message);
+        let parsed = ids.chunk(message, &self.codec);
         let mut dead: Option<String> = parsed.as_ref().err().cloned();
         let mut backoff = self.config.consumer.retry_backoff;
         loop {
             let result = match (&dead, &parsed) {
-                (Some(reason), _) => self.dead_letter(message, parsed.as_ref().ok(), reason).await,
+                (Some(reason), _) => self.dead_letter(message, &ids, reason).await,
                 (None, Ok(chunk)) => {
                     let span = info_span!("chunk", job = %chunk.job_id, chunk = chunk.seq);
                     match self.try_chunk(chunk).instrument(span).await {
                         Err(e) if !e.is_retryable() => {
                             let reason = e.to_string();
-                            let sent = self.dead_letter(message, Some(chunk), &reason).await;
+                            let sent = self.dead_letter(message, &ids, &reason).await;
                             dead = Some(reason);
                             sent
                         }
@@ -362,7 +371,7 @@ impl Shared {
     async fn dead_letter(
         &self,
         message: &BorrowedMessage<'_>,
-        chunk: Option<&Chunk>,
+        ids: &ChunkHeaders,
         reason: &str,
     ) -> Result<(), HandleError> {
         let mut hs = message.headers().map(|h| h.detach()).unwrap_or_else(OwnedHeaders::new);
@@ -382,8 +391,8 @@ impl Shared {
             topic: message.topic().to_string(),
             partition: message.partition(),
             offset: message.offset(),
-            job_id: chunk.map(|c| c.job_id.clone()).unwrap_or_default(),
-            chunk: chunk.and_then(|c| i64::try_from(c.seq).ok()).unwrap_or(-1),
+            job_id: ids.job_id.clone().unwrap_or_default(),
+            chunk: ids.seq.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1),
             error: reason.to_string(),
             payload: payload.to_vec(),
             worker: self.name.clone(),

@@ -2,14 +2,15 @@
 //! consumer processes, submit a shard through the API over a real socket, and check
 //! every output byte that matters.
 
-use std::fs::File;
+mod common;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use arrow_array::{Array, Float64Array, RecordBatch};
+use arrow_array::{Array as _, RecordBatch};
+use common::{floats, read_part};
 use indicatif::ProgressBar;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use shardflow_backends::testing::TestEnv;
 use shardflow_backends::{Index, part_name};
 use shardflow_model::ALPHA_CLIP;
@@ -34,19 +35,7 @@ fn spawn_consumer(env: &TestEnv) -> Child {
 }
 
 fn read_parts(dir: &Path, chunks: u64) -> Vec<RecordBatch> {
-    (0..chunks)
-        .map(|seq| {
-            let file = File::open(dir.join(part_name(seq))).expect("part exists");
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .expect("parquet")
-                .with_batch_size(1 << 20)
-                .build()
-                .expect("reader");
-            let mut batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
-            assert_eq!(batches.len(), 1, "a part holds one chunk");
-            batches.remove(0)
-        })
-        .collect()
+    (0..chunks).map(|seq| read_part(&dir.join(part_name(seq)))).collect()
 }
 
 /// `POST /transforming_data`, expecting 200.
@@ -60,10 +49,6 @@ async fn submit(client: &reqwest::Client, base: &str, file_path: &str) -> Transf
         .expect("request");
     assert_eq!(response.status(), 200);
     response.json().await.expect("json")
-}
-
-fn floats<'a>(batch: &'a RecordBatch, name: &str) -> &'a Float64Array {
-    batch.column_by_name(name).expect("column").as_any().downcast_ref().expect("Float64")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

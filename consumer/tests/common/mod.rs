@@ -1,0 +1,176 @@
+//! Shared by the consumer's integration tests: a dataset published as a job, consumer
+//! processes to start, stop and kill, and the exactly-once check over the outputs.
+#![allow(dead_code)] // each test binary uses a part
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use arrow_array::{Array, Float64Array, RecordBatch};
+use indicatif::ProgressBar;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use shardflow_backends::testing::{TestEnv, eventually};
+use shardflow_backends::{Config, Index, inverse_dir, part_name, transform_dir};
+use shardflow_model::{ALPHA_CLIP, Model};
+use shardflow_producer::fit::{fit_shards, register, write_model};
+use shardflow_producer::generate::{GenerateOptions, generate, shard_file_name};
+use shardflow_producer::publish::{Published, Publisher};
+use shardflow_producer::shard::{AMOUNT, Shard};
+use tokio::process::{Child, Command};
+
+/// One shard, a registered model, and the environment around them.
+pub struct Dataset {
+    pub env: TestEnv,
+    pub shard: PathBuf,
+    pub model: Model,
+    pub index: Index,
+}
+
+impl Dataset {
+    /// Generate one shard of `rows`, fit on a sample of it and register the model; chunks
+    /// of `chunk_rows` so that a job has many messages.
+    pub async fn new(name: &str, rows: u64, chunk_rows: usize, adjust: impl FnOnce(&mut Config)) -> Self {
+        let env = TestEnv::with(name, |c| {
+            c.publish.chunk_rows = chunk_rows;
+            c.fit.sample_rows_per_shard = 20_000;
+            adjust(c);
+        });
+        let dir = env.data().join("shards");
+        let opts = GenerateOptions { rows, shard_rows: rows, out: dir.clone(), seed: 3, threads: 1 };
+        generate(&opts, &ProgressBar::hidden()).expect("generate");
+        let shard = dir.join(shard_file_name(1));
+        let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse is up (scripts/services.sh up)");
+        let (model, metadata) =
+            fit_shards(std::slice::from_ref(&shard), AMOUNT, &env.config.fit, 1, &ProgressBar::hidden()).expect("fit");
+        let model_dir = env.config.storage.model_root.join(&model.model_id);
+        write_model(&model_dir, &model, &metadata).expect("write model");
+        register(&index, &model_dir, &model, &metadata).await.expect("register");
+        Self { env, shard, model, index }
+    }
+
+    /// Publish the shard as a job (every chunk acknowledged when this returns).
+    pub async fn publish(&self) -> Published {
+        let publisher = Publisher::new(&self.env.config, self.index.clone()).await.expect("publisher");
+        publisher.publish(&self.shard, &self.model, &ProgressBar::hidden()).await.expect("publish")
+    }
+
+    /// Start a consumer process.
+    pub fn consumer(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_consumer"))
+            .arg("--config")
+            .arg(&self.env.config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start consumer")
+    }
+
+    /// Chunks of `job` with a (deduplicated) outputs row.
+    pub async fn indexed(&self, job: &str) -> u64 {
+        self.env.count(&format!("SELECT count() FROM outputs FINAL WHERE job_id = '{job}'")).await
+    }
+
+    /// Wait until at least `n` chunks of `job` are indexed.
+    pub async fn wait_indexed(&self, job: &str, n: u64, timeout: Duration) {
+        eventually(&format!("{n} chunks of job {job} indexed"), timeout, || async {
+            (self.indexed(job).await >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Every input row exactly once across the parts, inverse equal to input where alpha
+    /// is unclipped, and one logical outputs row per chunk. Returns the rows seen.
+    pub async fn assert_exactly_once(&self, job: &Published) -> u64 {
+        let root = self.env.config.storage.output_root.canonicalize().expect("output root");
+        let chunk_rows = self.env.config.publish.chunk_rows;
+        let input: Vec<RecordBatch> = Shard::open(&self.shard, AMOUNT)
+            .expect("open")
+            .batches(chunk_rows)
+            .expect("batches")
+            .map(|b| b.expect("batch"))
+            .collect();
+        assert_eq!(input.len() as u64, job.chunks);
+        let transform = transform_dir(&root, &job.job_id);
+        let inverse = inverse_dir(&root, &job.job_id);
+        let parts = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .expect("output dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".parquet"))
+                .collect();
+            names.sort();
+            names
+        };
+        let expected: Vec<String> = (0..job.chunks).map(part_name).collect();
+        assert_eq!(parts(&transform), expected, "one transform part per chunk");
+        assert_eq!(parts(&inverse), expected, "one inverse part per chunk");
+        let mut rows = 0u64;
+        for (seq, want) in input.iter().enumerate() {
+            let encoded = read_part(&transform.join(part_name(seq as u64)));
+            let decoded = read_part(&inverse.join(part_name(seq as u64)));
+            let (want, got) = (floats(want, AMOUNT), floats(&decoded, AMOUNT));
+            let alpha = floats(&encoded, "Amount.normalized");
+            assert_eq!(got.len(), want.len(), "chunk {seq} rows");
+            for i in 0..want.len() {
+                if alpha.value(i).abs() < ALPHA_CLIP {
+                    let (w, g) = (want.value(i), got.value(i));
+                    assert!((w - g).abs() <= 1e-9 * w.abs(), "chunk {seq} row {i}: {w} came back as {g}");
+                }
+            }
+            rows += want.len() as u64;
+        }
+        assert_eq!(rows, job.rows);
+        let id = &job.job_id;
+        assert_eq!(self.indexed(id).await, job.chunks, "one logical outputs row per chunk");
+        let distinct = self.env.count(&format!("SELECT uniqExact(chunk) FROM outputs WHERE job_id = '{id}'")).await;
+        assert_eq!(distinct, job.chunks);
+        let indexed_rows = self.env.count(&format!("SELECT sum(rows) FROM outputs FINAL WHERE job_id = '{id}'")).await;
+        assert_eq!(indexed_rows, job.rows);
+        rows
+    }
+
+    /// Files under the output root that are not finished parts (temporaries).
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.env.config.storage.output_root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if !path.to_string_lossy().ends_with(".parquet") {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
+}
+
+/// One part, read whole.
+pub fn read_part(path: &Path) -> RecordBatch {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .with_batch_size(1 << 20)
+        .build()
+        .expect("reader");
+    let mut batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+    assert_eq!(batches.len(), 1, "a part holds one chunk");
+    batches.remove(0)
+}
+
+/// A Float64 column by name.
+pub fn floats<'a>(batch: &'a RecordBatch, name: &str) -> &'a Float64Array {
+    batch.column_by_name(name).expect("column").as_any().downcast_ref().expect("Float64")
+}
+
+/// Send SIGTERM and wait for the exit status (with a deadline).
+pub async fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let pid = child.id().expect("running");
+    let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+    assert!(status.success());
+    tokio::time::timeout(timeout, child.wait()).await.expect("exits before the deadline").expect("status")
+}
