@@ -4,7 +4,7 @@
 #   tansu       Kafka API 127.0.0.1:9092, durable SQLite storage (cargo install tansu)
 # State lives in .services/ at the repository root (git ignores it).
 #
-# usage: scripts/services.sh up|down|status|restart-clickhouse|stop-clickhouse|start-clickhouse
+# usage: scripts/services.sh up|down|status|clickhouse-up|stop-clickhouse|kill-clickhouse|start-clickhouse
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -98,8 +98,9 @@ start_clickhouse() {
   port_open 8123 && fail "port 8123 is taken by something that is not ClickHouse"
   write_clickhouse_config
   say "starting ClickHouse ($ch_dir)"
-  (cd "$ch_dir" && nohup clickhouse-server --config-file="$ch_dir/config.xml" \
-      >"$ch_dir/log/stdout.log" 2>&1 & echo $! >"$ch_dir/pid")
+  (cd "$ch_dir" && exec nohup clickhouse-server --config-file="$ch_dir/config.xml" \
+      >"$ch_dir/log/stdout.log" 2>&1) &
+  echo $! >"$ch_dir/pid"
   wait_for ClickHouse 60 clickhouse_answers \
     || fail "ClickHouse did not answer on 127.0.0.1:8123 within 60 s; see $ch_dir/log/"
 }
@@ -109,18 +110,19 @@ start_kafka() {
   mkdir -p "$kafka_dir"
   say "starting tansu ($kafka_dir/tansu.db)"
   # The storage URL is relative to the working directory: start from the data directory.
-  (cd "$kafka_dir" && nohup tansu broker \
+  (cd "$kafka_dir" && exec nohup tansu broker \
       --listener-url tcp://127.0.0.1:9092 \
       --advertised-listener-url tcp://127.0.0.1:9092 \
-      --storage-engine sqlite://tansu.db >"$kafka_dir/tansu.log" 2>&1 & echo $! >"$kafka_dir/pid")
+      --storage-engine sqlite://tansu.db >"$kafka_dir/tansu.log" 2>&1) &
+  echo $! >"$kafka_dir/pid"
   wait_for "Kafka broker (tansu)" 60 port_open 9092 \
     || fail "tansu did not listen on 127.0.0.1:9092 within 60 s; see $kafka_dir/tansu.log"
 }
 
 stop_pidfile() {
-  local name=$1 pidfile=$2 port=$3
+  local name=$1 pidfile=$2 port=$3 signal=${4:-TERM}
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    kill "$(cat "$pidfile")"
+    kill "-$signal" "$(cat "$pidfile")"
     local deadline=$((SECONDS + 30))
     while kill -0 "$(cat "$pidfile")" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
     kill -9 "$(cat "$pidfile")" 2>/dev/null || true
@@ -146,6 +148,7 @@ case "${1:-}" in
   down) stop_pidfile tansu "$kafka_dir/pid" 9092; stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
   status) status ;;
   stop-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
+  kill-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 KILL ;;
   start-clickhouse) start_clickhouse ;;
-  *) echo "usage: $0 up|down|status|stop-clickhouse|start-clickhouse" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|stop-clickhouse|kill-clickhouse|start-clickhouse" >&2; exit 2 ;;
 esac

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use arrow_array::{Array as _, RecordBatch};
+use arrow_array::RecordBatch;
 use common::{floats, read_part};
 use indicatif::ProgressBar;
 use shardflow_backends::testing::TestEnv;
