@@ -5,6 +5,7 @@
 # State lives in .services/ at the repository root (git ignores it).
 #
 # usage: scripts/services.sh up|down|status|clickhouse-up|stop-clickhouse|kill-clickhouse|start-clickhouse
+#                            |stop-kafka|start-kafka   (the last five are for fault tests)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -150,5 +151,7 @@ case "${1:-}" in
   stop-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
   kill-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 KILL ;;
   start-clickhouse) start_clickhouse ;;
-  *) echo "usage: $0 up|down|status|stop-clickhouse|kill-clickhouse|start-clickhouse" >&2; exit 2 ;;
+  stop-kafka) stop_pidfile tansu "$kafka_dir/pid" 9092 ;;
+  start-kafka) start_kafka ;;
+  *) echo "usage: $0 up|down|status|stop-clickhouse|kill-clickhouse|start-clickhouse|stop-kafka|start-kafka" >&2; exit 2 ;;
 esac

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Dataset, terminate};
+use common::{Dataset, free_port, metric, terminate};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -191,4 +191,33 @@ async fn bad_messages_go_to_dead_letters_and_good_chunks_all_arrive() {
     let clean: serde_json::Value =
         reqwest::get(format!("{base}/jobs/{}", second.job_id)).await.expect("GET").json().await.expect("json");
     assert_eq!(clean["status"], "done", "{clean}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_output_is_retried_and_not_committed_until_it_clears() {
+    let port = free_port();
+    let data = Dataset::new("unwritable", 20_000, 5_000, |c| {
+        c.consumer.listen = format!("127.0.0.1:{port}").parse().expect("address");
+        c.consumer.retry_backoff = Duration::from_millis(50);
+        c.consumer.retry_backoff_max = Duration::from_millis(200);
+    })
+    .await;
+    let job = data.publish().await;
+    // A file where the job's output directory must go: every write of the job fails.
+    let root = &data.env.config.storage.output_root;
+    std::fs::create_dir_all(root).expect("output root");
+    let blocker = root.join(format!("transform_{}", job.job_id));
+    std::fs::write(&blocker, b"in the way").expect("blocker");
+    let mut worker = data.consumer();
+    let dead = "SELECT count() FROM dead_letters FINAL";
+    // The worker fails and retries; nothing is indexed, committed or dead-lettered.
+    let retries = || metric(port, "shardflow_consumer_retries_total");
+    eventually("the worker to fail and retry", JOB_TIMEOUT, || async { retries().await.filter(|r| *r >= 3.0) }).await;
+    assert_eq!(data.indexed(&job.job_id).await, 0);
+    assert_eq!(data.env.count(dead).await, 0, "a disk problem is not the message's fault");
+    assert_eq!(metric(port, "shardflow_consumer_chunks_total").await, Some(0.0));
+    std::fs::remove_file(&blocker).expect("clear the way");
+    data.wait_indexed(&job.job_id, job.chunks, JOB_TIMEOUT).await;
+    data.assert_exactly_once(&job).await;
+    assert!(terminate(&mut worker, Duration::from_secs(30)).await.success());
 }

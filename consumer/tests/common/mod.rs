@@ -174,3 +174,14 @@ pub async fn terminate(child: &mut Child, timeout: Duration) -> std::process::Ex
     assert!(status.success());
     tokio::time::timeout(timeout, child.wait()).await.expect("exits before the deadline").expect("status")
 }
+
+/// A port free right now, for a consumer's metrics listener.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+/// A value from a consumer's `/metrics`, when it answers.
+pub async fn metric(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+}
