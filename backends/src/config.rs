@@ -47,6 +47,8 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Largest message the producer sends.
     pub message_max_bytes: usize,
+    /// Bytes a consumer member prefetches at most.
+    pub prefetch_bytes: usize,
 }
 
 /// ClickHouse over HTTP.
@@ -191,6 +193,12 @@ impl Config {
             return bad(format!(
                 "publish.chunk_rows = {} makes messages of up to {largest} bytes, above kafka.message_max_bytes = {}",
                 self.publish.chunk_rows, self.kafka.message_max_bytes
+            ));
+        }
+        if self.kafka.prefetch_bytes < self.kafka.message_max_bytes {
+            return bad(format!(
+                "kafka.prefetch_bytes = {} must hold at least one message (kafka.message_max_bytes = {})",
+                self.kafka.prefetch_bytes, self.kafka.message_max_bytes
             ));
         }
         if self.fit.sample_rows_per_shard == 0 {

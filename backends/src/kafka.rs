@@ -79,7 +79,7 @@ pub fn consumer<C: ConsumerContext + 'static>(
         .set("max.partition.fetch.bytes", &fetch)
         .set("fetch.max.bytes", &fetch)
         // Bound the prefetch queue: memory must not grow with lag.
-        .set("queued.max.messages.kbytes", ((config.message_max_bytes * 4) / 1024).to_string())
+        .set("queued.max.messages.kbytes", (config.prefetch_bytes / 1024).to_string())
         .set("queued.min.messages", "4")
         // Chunks are large and few: answer fetches quickly rather than wait to fill them.
         .set("fetch.wait.max.ms", "100")

@@ -134,6 +134,8 @@ async fn shards_flow_through_kafka_into_parquet_and_clickhouse() {
     assert_eq!(missing.status(), 404);
     let health = client.get(format!("{base}/healthz")).send().await.expect("GET");
     assert_eq!(health.status(), 200);
+    let ready = client.get(format!("{base}/readyz")).send().await.expect("GET");
+    assert_eq!(ready.status(), 200, "ClickHouse and Kafka answer");
 
     // A second shard reuses the registered model and lands beside the first.
     let second = submit(&client, &base, &format!("shards/{}", shard_file_name(2))).await;
@@ -142,4 +144,9 @@ async fn shards_flow_through_kafka_into_parquet_and_clickhouse() {
     let job = &second.job_id;
     let indexed = env.count(&format!("SELECT sum(rows) FROM outputs FINAL WHERE job_id = '{job}'")).await;
     assert_eq!(indexed, SHARD_ROWS);
+
+    let metrics = client.get(format!("{base}/metrics")).send().await.expect("GET").text().await.expect("text");
+    assert!(metrics.contains("shardflow_api_jobs_published_total 2"), "{metrics}");
+    assert!(metrics.contains(&format!("shardflow_api_rows_published_total {}", 2 * SHARD_ROWS)), "{metrics}");
+    assert!(metrics.contains("shardflow_api_client_errors_total 1"), "the 404 above is counted: {metrics}");
 }
