@@ -63,6 +63,9 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// Password.
     pub password: String,
+    /// Longest wait for one call; a slower call fails and is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 /// Directories.

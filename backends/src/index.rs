@@ -146,6 +146,7 @@ pub fn version_now() -> u64 {
 pub struct Index {
     client: Client,
     url: String,
+    timeout: std::time::Duration,
 }
 
 impl Index {
@@ -159,18 +160,28 @@ impl Index {
             .with_user(&config.user)
             .with_password(&config.password)
             .with_validation(false);
-        let index = Self { client: root.clone().with_database(&config.database), url: config.url.clone() };
-        let wrap = |source| IndexError { url: config.url.clone(), source };
+        let index = Self {
+            client: root.clone().with_database(&config.database),
+            url: config.url.clone(),
+            timeout: config.timeout,
+        };
         // The name was checked to be an identifier when the configuration was loaded.
-        root.query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).execute().await.map_err(wrap)?;
+        index.run(root.query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).execute()).await?;
         for (_, ddl) in shardflow_schemas::clickhouse_ddl(&config.database) {
-            root.query(&ddl).execute().await.map_err(wrap)?;
+            index.run(root.query(&ddl).execute()).await?;
         }
         Ok(index)
     }
 
-    fn err(&self, source: clickhouse::error::Error) -> IndexError {
-        IndexError { url: self.url.clone(), source }
+    /// Await one ClickHouse call, giving up after the configured timeout: a server that
+    /// hangs must fail the call (and let it be retried), not stall the caller.
+    async fn run<T>(&self, call: impl Future<Output = clickhouse::error::Result<T>>) -> Result<T, IndexError> {
+        let source = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e,
+            Err(_) => clickhouse::error::Error::TimedOut,
+        };
+        Err(IndexError { url: self.url.clone(), source })
     }
 
     /// Whether ClickHouse answers.
@@ -178,7 +189,7 @@ impl Index {
     /// # Errors
     /// When it does not.
     pub async fn ping(&self) -> Result<(), IndexError> {
-        self.client.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(|e| self.err(e))
+        self.run(self.client.query("SELECT 1").fetch_one::<u8>()).await.map(|_| ())
     }
 
     async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
@@ -186,9 +197,12 @@ impl Index {
         table: &str,
         row: &T,
     ) -> Result<(), IndexError> {
-        let mut insert = self.client.insert::<T>(table).await.map_err(|e| self.err(e))?;
-        insert.write(row).await.map_err(|e| self.err(e))?;
-        insert.end().await.map_err(|e| self.err(e))
+        self.run(async {
+            let mut insert = self.client.insert::<T>(table).await?;
+            insert.write(row).await?;
+            insert.end().await
+        })
+        .await
     }
 
     /// Record a state of a job.
@@ -204,12 +218,13 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn job(&self, job_id: &str) -> Result<Option<JobRow>, IndexError> {
-        self.client
-            .query("SELECT ?fields FROM jobs FINAL WHERE job_id = ? ORDER BY version DESC LIMIT 1")
-            .bind(job_id)
-            .fetch_optional()
-            .await
-            .map_err(|e| self.err(e))
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM jobs FINAL WHERE job_id = ? ORDER BY version DESC LIMIT 1")
+                .bind(job_id)
+                .fetch_optional(),
+        )
+        .await
     }
 
     /// Record a chunk's outputs (a repeat for the same chunk replaces, never adds).
@@ -225,12 +240,13 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn outputs(&self, job_id: &str) -> Result<Vec<OutputRow>, IndexError> {
-        self.client
-            .query("SELECT ?fields FROM outputs FINAL WHERE job_id = ? ORDER BY chunk")
-            .bind(job_id)
-            .fetch_all()
-            .await
-            .map_err(|e| self.err(e))
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM outputs FINAL WHERE job_id = ? ORDER BY chunk")
+                .bind(job_id)
+                .fetch_all(),
+        )
+        .await
     }
 
     /// Chunks of a job with outputs, and the rows they hold.
@@ -238,12 +254,13 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn progress(&self, job_id: &str) -> Result<(u64, u64), IndexError> {
-        self.client
-            .query("SELECT count(), sum(rows) FROM outputs FINAL WHERE job_id = ?")
-            .bind(job_id)
-            .fetch_one::<(u64, u64)>()
-            .await
-            .map_err(|e| self.err(e))
+        self.run(
+            self.client
+                .query("SELECT count(), sum(rows) FROM outputs FINAL WHERE job_id = ?")
+                .bind(job_id)
+                .fetch_one::<(u64, u64)>(),
+        )
+        .await
     }
 
     /// Record a dead letter (a repeat for the same offset replaces, never adds).
@@ -259,12 +276,13 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn dead_letters(&self, job_id: &str) -> Result<Vec<DeadLetterRow>, IndexError> {
-        self.client
-            .query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk")
-            .bind(job_id)
-            .fetch_all()
-            .await
-            .map_err(|e| self.err(e))
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk")
+                .bind(job_id)
+                .fetch_all(),
+        )
+        .await
     }
 
     /// Register a model.
@@ -280,12 +298,13 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn model(&self, model_id: &str) -> Result<Option<ModelRow>, IndexError> {
-        self.client
-            .query("SELECT ?fields FROM models FINAL WHERE model_id = ? LIMIT 1")
-            .bind(model_id)
-            .fetch_optional()
-            .await
-            .map_err(|e| self.err(e))
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM models FINAL WHERE model_id = ? LIMIT 1")
+                .bind(model_id)
+                .fetch_optional(),
+        )
+        .await
     }
 
     /// The most recently registered model of a dataset.
@@ -293,11 +312,42 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn latest_model(&self, dataset: &str) -> Result<Option<ModelRow>, IndexError> {
-        self.client
-            .query("SELECT ?fields FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id LIMIT 1")
-            .bind(dataset)
-            .fetch_optional()
-            .await
-            .map_err(|e| self.err(e))
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id LIMIT 1")
+                .bind(dataset)
+                .fetch_optional(),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers: calls must time out, and the
+    /// error must be one worth retrying.
+    #[tokio::test]
+    async fn a_hung_server_times_out_and_is_retryable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let config = ClickHouseConfig {
+            url,
+            database: "hung".into(),
+            user: "default".into(),
+            password: String::new(),
+            timeout: std::time::Duration::from_millis(200),
+        };
+        let err = Index::connect(&config).await.err().expect("no answer means an error");
+        assert!(matches!(err.source, clickhouse::error::Error::TimedOut), "{err}");
+        assert!(err.is_retryable());
+        held.abort();
     }
 }
