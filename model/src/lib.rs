@@ -252,13 +252,13 @@ fn float_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Float64Arr
     })
 }
 
-fn one_hot_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn OneHot, ModelError> {
+fn one_hot_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<OneHot<'a>, ModelError> {
     let array = column(batch, name)?;
     if let Some(a) = array.as_any().downcast_ref::<UInt8Array>() {
-        return Ok(a);
+        return Ok(OneHot::U8(a));
     }
     if let Some(a) = array.as_any().downcast_ref::<Float64Array>() {
-        return Ok(a);
+        return Ok(OneHot::F64(a));
     }
     Err(ModelError::ColumnType {
         column: name.to_string(),

@@ -4,7 +4,6 @@
 //! (seeded), `alpha = (x - mean_k) / (4 std_k)` clipped to [-0.99, 0.99], plus a one-hot
 //! over the valid components. Inverse: `k = argmax(one-hot)`, `x = alpha 4 std_k + mean_k`.
 
-use arrow_array::builder::Float64Builder;
 use arrow_array::{Array, Float64Array, UInt8Array};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -94,44 +93,47 @@ pub fn normalize(mix: &Mixture, x: &Float64Array, seed: u64) -> Normalized {
     Normalized { alpha, one_hot }
 }
 
-/// Undo [`normalize`]: the component is the argmax of the one-hot (first on ties).
-pub fn denormalize(mix: &Mixture, alpha: &Float64Array, one_hot: &[&dyn OneHot]) -> Float64Array {
+/// Undo [`normalize`]: the component is the argmax of the one-hot (first on ties, null
+/// counting as 0); a null alpha gives a null value. Column by column, so the loops
+/// vectorize.
+pub fn denormalize(mix: &Mixture, alpha: &Float64Array, one_hot: &[OneHot<'_>]) -> Float64Array {
     let v = Valid::new(mix);
     let n = alpha.len();
-    let mut out = Float64Builder::with_capacity(n);
-    for i in 0..n {
-        if alpha.is_null(i) {
-            out.append_null();
-            continue;
-        }
-        let mut best = 0;
-        let mut best_value = f64::NEG_INFINITY;
-        for (j, col) in one_hot.iter().enumerate() {
-            let value = col.value_f64(i);
-            if value > best_value {
-                best = j;
-                best_value = value;
+    let mut best_value = vec![f64::NEG_INFINITY; n];
+    let mut best = vec![0u8; n];
+    for (j, column) in one_hot.iter().enumerate() {
+        let j = u8::try_from(j).unwrap_or(u8::MAX);
+        let mut consider = |i: usize, value: f64| {
+            if value > best_value[i] {
+                best_value[i] = value;
+                best[i] = j;
             }
+        };
+        match column {
+            OneHot::U8(a) if a.null_count() == 0 => a.values().iter().enumerate().for_each(|(i, x)| consider(i, f64::from(*x))),
+            OneHot::F64(a) if a.null_count() == 0 => a.values().iter().enumerate().for_each(|(i, x)| consider(i, *x)),
+            OneHot::U8(a) => (0..n).for_each(|i| consider(i, if a.is_valid(i) { f64::from(a.value(i)) } else { 0.0 })),
+            OneHot::F64(a) => (0..n).for_each(|i| consider(i, if a.is_valid(i) { a.value(i) } else { 0.0 })),
         }
-        out.append_value(alpha.value(i) * v.scale[best] + v.mean[best]);
     }
-    out.finish()
+    let values: Vec<f64> = alpha
+        .values()
+        .iter()
+        .zip(&best)
+        .map(|(a, &k)| {
+            let k = usize::from(k).min(v.scale.len().saturating_sub(1));
+            a * v.scale[k] + v.mean[k]
+        })
+        .collect();
+    Float64Array::new(values.into(), alpha.nulls().cloned())
 }
 
-/// A one-hot column read back for the inverse: any numeric array (generators emit floats).
-pub trait OneHot {
-    /// The value at `i` as f64, null as 0.
-    fn value_f64(&self, i: usize) -> f64;
-}
-
-impl OneHot for UInt8Array {
-    fn value_f64(&self, i: usize) -> f64 {
-        if self.is_null(i) { 0.0 } else { f64::from(self.value(i)) }
-    }
-}
-
-impl OneHot for Float64Array {
-    fn value_f64(&self, i: usize) -> f64 {
-        if self.is_null(i) { 0.0 } else { self.value(i) }
-    }
+/// A one-hot column read back for the inverse: UInt8 as written, or Float64 as generators
+/// emit.
+#[derive(Clone, Copy, Debug)]
+pub enum OneHot<'a> {
+    /// As the transform writes it.
+    U8(&'a UInt8Array),
+    /// As a generator may emit it.
+    F64(&'a Float64Array),
 }

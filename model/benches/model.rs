@@ -1,0 +1,44 @@
+//! `cargo bench -p shardflow-model`: fit, transform and inverse, in elements per second.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::SeedableRng;
+use rand_distr::{Distribution, LogNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use shardflow_model::{ColumnModel, MixtureParams, Model, fit};
+
+fn amounts(n: usize) -> Vec<f64> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+    let modes = [LogNormal::new(0.0, 0.3), LogNormal::new(3.1, 0.55), LogNormal::new(4.55, 0.6), LogNormal::new(6.0, 0.7)];
+    let modes: Vec<LogNormal<f64>> = modes.into_iter().map(|m| m.expect("valid")).collect();
+    (0..n).map(|i| modes[i % 4].sample(&mut rng)).collect()
+}
+
+fn benches(c: &mut Criterion) {
+    let params = MixtureParams::default().check().expect("valid");
+    let mut group = c.benchmark_group("fit");
+    group.sample_size(10);
+    for n in [100_000usize, 1_000_000] {
+        let x = amounts(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("{n}_values"), |b| b.iter(|| fit(black_box(&x), &params).expect("fit")));
+    }
+    group.finish();
+
+    let model = Model::new("Amount", vec![ColumnModel::continuous("Amount", fit(&amounts(100_000), &params).expect("fit"))]);
+    let n = 10_000_000;
+    let batch = RecordBatch::try_from_iter([("Amount", Arc::new(Float64Array::from(amounts(n))) as ArrayRef)]).expect("batch");
+    let encoded = model.transform(&batch, 7).expect("transform");
+    let mut group = c.benchmark_group("rows");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("transform_10M", |b| b.iter(|| model.transform(black_box(&batch), 7).expect("transform")));
+    group.bench_function("inverse_10M", |b| b.iter(|| model.inverse(black_box(&encoded)).expect("inverse")));
+    group.finish();
+}
+
+criterion_group!(model_benches, benches);
+criterion_main!(model_benches);
