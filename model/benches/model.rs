@@ -12,7 +12,8 @@ use shardflow_model::{ColumnModel, MixtureParams, Model, fit};
 
 fn amounts(n: usize) -> Vec<f64> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-    let modes = [LogNormal::new(0.0, 0.3), LogNormal::new(3.1, 0.55), LogNormal::new(4.55, 0.6), LogNormal::new(6.0, 0.7)];
+    let modes =
+        [LogNormal::new(0.0, 0.3), LogNormal::new(3.1, 0.55), LogNormal::new(4.55, 0.6), LogNormal::new(6.0, 0.7)];
     let modes: Vec<LogNormal<f64>> = modes.into_iter().map(|m| m.expect("valid")).collect();
     (0..n).map(|i| modes[i % 4].sample(&mut rng)).collect()
 }
@@ -28,9 +29,11 @@ fn benches(c: &mut Criterion) {
     }
     group.finish();
 
-    let model = Model::new("Amount", vec![ColumnModel::continuous("Amount", fit(&amounts(100_000), &params).expect("fit"))]);
+    let model =
+        Model::new("Amount", vec![ColumnModel::continuous("Amount", fit(&amounts(100_000), &params).expect("fit"))]);
     let n = 10_000_000;
-    let batch = RecordBatch::try_from_iter([("Amount", Arc::new(Float64Array::from(amounts(n))) as ArrayRef)]).expect("batch");
+    let batch =
+        RecordBatch::try_from_iter([("Amount", Arc::new(Float64Array::from(amounts(n))) as ArrayRef)]).expect("batch");
     let encoded = model.transform(&batch, 7).expect("transform");
     let mut group = c.benchmark_group("rows");
     group.sample_size(10);

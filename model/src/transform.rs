@@ -110,7 +110,9 @@ pub fn denormalize(mix: &Mixture, alpha: &Float64Array, one_hot: &[OneHot<'_>]) 
             }
         };
         match column {
-            OneHot::U8(a) if a.null_count() == 0 => a.values().iter().enumerate().for_each(|(i, x)| consider(i, f64::from(*x))),
+            OneHot::U8(a) if a.null_count() == 0 => {
+                a.values().iter().enumerate().for_each(|(i, x)| consider(i, f64::from(*x)))
+            }
             OneHot::F64(a) if a.null_count() == 0 => a.values().iter().enumerate().for_each(|(i, x)| consider(i, *x)),
             OneHot::U8(a) => (0..n).for_each(|i| consider(i, if a.is_valid(i) { f64::from(a.value(i)) } else { 0.0 })),
             OneHot::F64(a) => (0..n).for_each(|i| consider(i, if a.is_valid(i) { a.value(i) } else { 0.0 })),

@@ -69,8 +69,20 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Inspect fitted models.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Serve the HTTP API.
     Serve,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Print a model's components as a table: weight, mean, standard deviation, kept or not.
+    Show {
+        /// A registered model id, or the path of a model.json.
+        id: String,
+    },
 }
 
 fn progress(total: u64, what: &str) -> ProgressBar {
@@ -159,6 +171,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Model(ModelCommand::Show { id }) => {
+            let model = if std::path::Path::new(&id).is_file() {
+                Model::from_json(&std::fs::read_to_string(&id).with_context(|| format!("reading {id}"))?)?
+            } else {
+                let index = Index::connect(&config.clickhouse).await?;
+                let row = index.model(&id).await?.with_context(|| format!("no registered model {id}"))?;
+                Model::from_json(&row.model_json)?
+            };
+            print!("{}", describe(&model));
+        }
         Command::Serve => {
             let listen = config.api.listen;
             let state = AppState::new(config).await?;
@@ -168,6 +190,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The model as a table, one row per mixture component.
+fn describe(model: &Model) -> String {
+    let mut out = format!("model {} (dataset {}, format {})\n", model.model_id, model.dataset, model.format_version);
+    for column in &model.columns {
+        let m = &column.mixture;
+        out += &format!(
+            "\ncolumn {} ({:?}): {} of {} components kept, {} iterations, converged: {}, lower bound {:.6}\n",
+            column.name,
+            column.kind,
+            column.one_hot.len(),
+            m.weights.len(),
+            m.n_iter,
+            m.converged,
+            m.lower_bound
+        );
+        out += &format!("{:>9} {:>10} {:>14} {:>14} {:>8}\n", "component", "weight", "mean", "std", "one-hot");
+        for k in 0..m.weights.len() {
+            let slot = column.one_hot.iter().position(|&j| j == k).map_or("-".to_string(), |p| p.to_string());
+            out += &format!("{k:>9} {:>10.6} {:>14.6} {:>14.6} {slot:>8}\n", m.weights[k], m.means[k], m.stds[k]);
+        }
+    }
+    out
 }
 
 async fn shutdown_signal() {
