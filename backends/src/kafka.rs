@@ -76,6 +76,11 @@ pub fn consumer<C: ConsumerContext + 'static>(
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Also the rebalance timeout sent in JoinGroup: a coordinator waiting for a member
+        // that died mid-rebalance gives up after this, not after librdkafka's 5 minutes.
+        // A worker stuck retrying longer leaves the group and rejoins; its chunk is then
+        // redelivered and rewritten to the same bytes.
+        .set("max.poll.interval.ms", "30000")
         .set("max.partition.fetch.bytes", &fetch)
         .set("fetch.max.bytes", &fetch)
         // Bound the prefetch queue: memory must not grow with lag.

@@ -60,7 +60,7 @@ impl Dataset {
         Command::new(env!("CARGO_BIN_EXE_consumer"))
             .arg("--config")
             .arg(&self.env.config_path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("SHARDFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
