@@ -1,4 +1,5 @@
-//! Logging set-up shared by the binaries: `RUST_LOG` filters, default `info`.
+//! Telemetry shared by the binaries: logging (`RUST_LOG` filters, default `info`) and
+//! the Prometheus text rendering.
 
 /// Install a `tracing` subscriber writing to stderr.
 pub fn init() {
@@ -9,4 +10,12 @@ pub fn init() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// The Prometheus text exposition of `registry`.
+pub fn render(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
 }

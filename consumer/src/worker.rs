@@ -374,7 +374,7 @@ impl Shared {
         ids: &ChunkHeaders,
         reason: &str,
     ) -> Result<(), HandleError> {
-        let mut hs = message.headers().map(|h| h.detach()).unwrap_or_else(OwnedHeaders::new);
+        let mut hs = message.headers().map(|h| h.detach()).unwrap_or_default();
         let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
         hs = hs
             .insert(Header { key: "dlq.error", value: Some(reason) })

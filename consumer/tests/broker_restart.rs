@@ -4,21 +4,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Dataset;
+use common::{Dataset, services};
 use indicatif::ProgressBar;
 use shardflow_producer::publish::Publisher;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-fn services(command: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
-    let status = Command::new(script).arg(command).status().expect("run scripts/services.sh");
-    assert!(status.success(), "scripts/services.sh {command} failed");
-}
 
 /// The broker is down while this lives; it is started again on drop, even on panic.
 struct Outage;

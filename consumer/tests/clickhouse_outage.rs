@@ -4,23 +4,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Dataset, free_port, metric};
+use common::{Dataset, free_port, metric, services};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use shardflow_backends::Config;
 use shardflow_backends::testing::eventually;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-fn services(command: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
-    let status = Command::new(script).arg(command).status().expect("run scripts/services.sh");
-    assert!(status.success(), "scripts/services.sh {command} failed");
-}
 
 /// ClickHouse is down while this lives; it is started again on drop, even on panic.
 struct Outage;

@@ -185,3 +185,10 @@ pub async fn metric(port: u16, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
     text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
 }
+
+/// Run `scripts/services.sh COMMAND` (fault tests stop and start the real services).
+pub fn services(command: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+    let status = std::process::Command::new(script).arg(command).status().expect("run scripts/services.sh");
+    assert!(status.success(), "scripts/services.sh {command} failed");
+}
