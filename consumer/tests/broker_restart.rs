@@ -23,7 +23,7 @@ impl Drop for Outage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_job_loses_and_doubles_nothing() {
-    let data = Dataset::new("broker_restart", 300_000, 1_000, |_| {}).await;
+    let data = Dataset::new("broker_restart", 800_000, 1_000, |_| {}).await;
     let publisher = Publisher::new(&data.env.config, data.index.clone()).await.expect("publisher");
     let _worker = data.consumer();
     let job = publisher.publish(&data.shard, &data.model, &ProgressBar::hidden()).await.expect("publish");

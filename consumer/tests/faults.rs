@@ -16,6 +16,11 @@ use shardflow_backends::testing::eventually;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 
+// Ignored in `make test`: after a member is killed without leaving, tansu 0.6's group
+// coordinator sometimes never assigns the partitions to the member that replaces it (seen
+// in about one full run in three: the new member logs "consuming", never "partitions
+// assigned"). Run it with `cargo test -p shardflow-consumer --test faults -- --ignored`.
+#[ignore = "tansu 0.6 intermittently never rebalances after a member is killed"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_job_then_another_consumer_finishes_it() {
     let data = Dataset::new("kill9", 150_000, 1_000, |_| {}).await;
