@@ -144,9 +144,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Publish { files, model } => {
-            for file in &files {
-                Shard::open(file, AMOUNT)?;
-            }
+            // Check every shard before publishing any, keeping their row counts.
+            let rows = files.iter().map(|f| Shard::open(f, AMOUNT).map(|s| s.rows())).collect::<Result<Vec<_>, _>>()?;
             let index = Index::connect(&config.clickhouse).await?;
             let row = match &model {
                 Some(id) => index.model(id).await?.with_context(|| format!("no registered model {id}"))?,
@@ -157,8 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let model = Model::from_json(&row.model_json)?;
             let publisher = Publisher::new(&config, index).await?;
-            for file in files {
-                let rows = Shard::open(&file, AMOUNT)?.rows();
+            for (file, rows) in files.into_iter().zip(rows) {
                 let bar = progress(rows, "publish");
                 let done = publisher.publish(&file, &model, &bar).await?;
                 bar.finish_and_clear();

@@ -105,11 +105,6 @@ impl Shard {
         self.rows
     }
 
-    /// The shard's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Stream the column in batches of at most `batch_rows` rows, each a one-column
     /// `RecordBatch` of Float64 named after the column.
     ///

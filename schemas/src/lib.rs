@@ -11,7 +11,6 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
-use arrow_schema::{DataType, Field};
 
 /// Avro schema of an `Amount` chunk.
 pub const AMOUNT_CHUNK_AVSC: &str = include_str!("../avro/amount_chunk.avsc");
@@ -151,11 +150,6 @@ impl ChunkCodec {
             columns.push((name, Arc::new(values)));
         }
         RecordBatch::try_from_iter(columns).map_err(|e| fail(e.to_string()))
-    }
-
-    /// The Arrow fields a decoded chunk has.
-    pub fn arrow_fields(&self) -> Vec<Field> {
-        self.columns.iter().map(|c| Field::new(c, DataType::Float64, true)).collect()
     }
 }
 
