@@ -1,10 +1,11 @@
 # Thin entry points. `make demo` runs the pipeline end to end; `make test` runs every test.
-# Both install what they need (apt packages, the tansu broker) and start the services.
+# Both install what they need (apt packages, the tansu broker, the API fuzzer) and start
+# the services.
 
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench services-up services-down services-status build
+.PHONY: demo test bench services-up services-down services-status build pytools
 
 build:
 	$(CARGO) build --release --bins
@@ -21,7 +22,10 @@ services-status:
 demo: services-up build
 	scripts/demo.sh
 
-test: services-up
+pytools:
+	scripts/pytools.sh
+
+test: services-up pytools
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 bench:

@@ -31,6 +31,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The workers.
     pub consumer: ConsumerConfig,
+    /// The game-rounds pipeline (CSV upload, `staging-bets` topic, ClickHouse sink).
+    pub game_rounds: GameRoundsConfig,
 }
 
 /// Kafka connection and topic.
@@ -90,6 +92,14 @@ pub struct PublishConfig {
     pub max_in_flight: usize,
 }
 
+impl PublishConfig {
+    /// Largest message a chunk of `chunk_rows` rows makes: 9 bytes per nullable double
+    /// plus framing.
+    pub fn largest_message(chunk_rows: usize) -> usize {
+        chunk_rows.saturating_mul(9).saturating_add(64)
+    }
+}
+
 /// Fitting.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +122,29 @@ pub struct ApiConfig {
     /// How often a waiting request reads the job's progress.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Bearer token every mutating route requires; empty: no token required.
+    pub token: String,
+    /// Largest upload accepted (`POST /shards`, `POST /csv_upload`); larger gets 413.
+    pub max_upload_bytes: u64,
+    /// Most rows one `POST /jobs` may generate.
+    pub max_generated_rows: u64,
+}
+
+/// The game-rounds pipeline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GameRoundsConfig {
+    /// Topic the rounds travel on, one Avro record per message.
+    pub topic: String,
+    /// Consumer group of the ClickHouse sink.
+    pub group_id: String,
+    /// The sink inserts when it holds this many rows...
+    pub batch_rows: usize,
+    /// ...or when its oldest row has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// A Confluent Schema Registry to number schemas; empty: shardflow numbers them.
+    pub schema_registry_url: String,
 }
 
 /// The workers.
@@ -190,8 +223,7 @@ impl Config {
         if self.publish.chunk_rows == 0 || self.publish.max_in_flight == 0 {
             return bad("publish.chunk_rows and publish.max_in_flight must be at least 1".into());
         }
-        // 9 bytes per nullable double plus framing must fit in one message.
-        let largest = self.publish.chunk_rows * 9 + 64;
+        let largest = PublishConfig::largest_message(self.publish.chunk_rows);
         if largest > self.kafka.message_max_bytes {
             return bad(format!(
                 "publish.chunk_rows = {} makes messages of up to {largest} bytes, above kafka.message_max_bytes = {}",
@@ -210,6 +242,9 @@ impl Config {
         self.fit.mixture.clone().check().map_err(|e| ConfigError::Invalid(format!("fit.mixture: {e}")))?;
         if self.consumer.retry_backoff > self.consumer.retry_backoff_max {
             return bad("consumer.retry_backoff must not exceed consumer.retry_backoff_max".into());
+        }
+        if self.game_rounds.topic.is_empty() || self.game_rounds.batch_rows == 0 {
+            return bad("game_rounds.topic must be named and game_rounds.batch_rows at least 1".into());
         }
         if self.consumer.dead_letter_suffix.is_empty() {
             return bad("consumer.dead_letter_suffix must not be empty: dead letters need their own topic".into());

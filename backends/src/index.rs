@@ -131,6 +131,86 @@ pub struct ModelRow {
     pub metadata_json: String,
 }
 
+/// A job with its progress and derived status, as listed.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// Job id.
+    pub job_id: String,
+    /// Dataset.
+    pub dataset: String,
+    /// File the job reads.
+    pub source: String,
+    /// Model used.
+    pub model_id: String,
+    /// `publishing`, `running`, `done`, `done_with_dead_letters` or `failed`.
+    pub status: String,
+    /// Rows published.
+    pub rows: u64,
+    /// Chunks published (0 while publishing).
+    pub chunks: u64,
+    /// Chunks with outputs.
+    pub chunks_done: u64,
+    /// Rows with outputs.
+    pub rows_done: u64,
+    /// Chunks dead-lettered.
+    pub chunks_dead_lettered: u64,
+    /// Why publishing failed, or empty.
+    pub error: String,
+    /// Unix seconds.
+    pub created_at: u32,
+    /// Unix seconds of the job row's last state.
+    pub updated_at: u32,
+}
+
+/// Which jobs to list; empty strings and `None` match everything.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    /// Only this job.
+    pub job_id: String,
+    /// Only jobs in this (derived) status.
+    pub status: String,
+    /// Only this dataset.
+    pub dataset: String,
+    /// Created at or after (unix seconds).
+    pub since: Option<u32>,
+    /// Created before (unix seconds).
+    pub until: Option<u32>,
+}
+
+/// A registered model, without its JSON.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// Content hash.
+    pub model_id: String,
+    /// Dataset.
+    pub dataset: String,
+    /// `model.json` format version.
+    pub format_version: u32,
+    /// Unix seconds.
+    pub created_at: u32,
+    /// Directory holding the files.
+    pub path: String,
+    /// Valid components over all columns.
+    pub components: u32,
+}
+
+/// Jobs with their progress: a job is `done` when every chunk has outputs, and never
+/// `done` when a chunk was dead-lettered. One definition, used by one job and by lists.
+const JOB_SUMMARIES: &str = "\
+SELECT job_id, dataset, source, model_id, \
+    multiIf(status = 'published' AND dead > 0 AND done + dead >= chunks, 'done_with_dead_letters', \
+            status = 'published' AND done >= chunks, 'done', \
+            status = 'published', 'running', status) AS state, \
+    rows, chunks, done, rows_done, dead, error, created_at, updated_at \
+FROM (SELECT * FROM jobs FINAL WHERE (? = '' OR job_id = ?) AND (? = '' OR dataset = ?) \
+      AND created_at >= toDateTime(?) AND created_at < toDateTime(?)) \
+ANY LEFT JOIN ( \
+    SELECT job_id, sum(o) AS done, sum(r) AS rows_done, sum(d) AS dead FROM ( \
+        SELECT job_id, toUInt64(1) AS o, rows AS r, toUInt64(0) AS d FROM outputs FINAL \
+        UNION ALL SELECT job_id, toUInt64(0), toUInt64(0), toUInt64(1) FROM dead_letters FINAL) \
+    GROUP BY job_id) USING job_id \
+WHERE (? = '' OR state = ?)";
+
 /// Seconds since the epoch, as ClickHouse `DateTime` stores them.
 pub fn unix_now() -> u32 {
     u32::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(u32::MAX)
@@ -144,7 +224,7 @@ pub fn version_now() -> u64 {
 /// Handle on shardflow's tables in one ClickHouse database.
 #[derive(Clone)]
 pub struct Index {
-    client: Client,
+    pub(crate) client: Client,
     url: String,
     timeout: std::time::Duration,
 }
@@ -175,7 +255,10 @@ impl Index {
 
     /// Await one ClickHouse call, giving up after the configured timeout: a server that
     /// hangs must fail the call (and let it be retried), not stall the caller.
-    async fn run<T>(&self, call: impl Future<Output = clickhouse::error::Result<T>>) -> Result<T, IndexError> {
+    pub(crate) async fn run<T>(
+        &self,
+        call: impl Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, IndexError> {
         let source = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e,
@@ -192,7 +275,7 @@ impl Index {
         self.run(self.client.query("SELECT 1").fetch_one::<u8>()).await.map(|_| ())
     }
 
-    async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+    pub(crate) async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
         &self,
         table: &str,
         row: &T,
@@ -225,6 +308,44 @@ impl Index {
                 .fetch_optional(),
         )
         .await
+    }
+
+    /// One page of jobs matching `filter`, newest first (job ids are time-ordered UUIDv7), and
+    /// how many match in all.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn jobs(
+        &self,
+        filter: &JobFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<JobSummary>, u64), IndexError> {
+        let bind = |q: clickhouse::query::Query| {
+            q.bind(&filter.job_id)
+                .bind(&filter.job_id)
+                .bind(&filter.dataset)
+                .bind(&filter.dataset)
+                .bind(filter.since.unwrap_or(0))
+                .bind(filter.until.unwrap_or(u32::MAX))
+                .bind(&filter.status)
+                .bind(&filter.status)
+        };
+        let page =
+            bind(self.client.query(&format!("{JOB_SUMMARIES} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?")))
+                .bind(offset)
+                .bind(limit);
+        let total = bind(self.client.query(&format!("SELECT count() FROM ({JOB_SUMMARIES})")));
+        Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
+    }
+
+    /// One job with its progress.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn job_summary(&self, job_id: &str) -> Result<Option<JobSummary>, IndexError> {
+        let filter = JobFilter { job_id: job_id.to_string(), ..JobFilter::default() };
+        Ok(self.jobs(&filter, 0, 1).await?.0.pop())
     }
 
     /// Record a chunk's outputs (a repeat for the same chunk replaces, never adds).
@@ -305,6 +426,23 @@ impl Index {
                 .fetch_optional(),
         )
         .await
+    }
+
+    /// One page of registered models, newest first, and how many there are.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn models(&self, offset: u64, limit: u64) -> Result<(Vec<ModelSummary>, u64), IndexError> {
+        let page = self
+            .client
+            .query(
+                "SELECT model_id, dataset, format_version, created_at, path, components FROM models FINAL \
+                 ORDER BY created_at DESC, model_id LIMIT ?, ?",
+            )
+            .bind(offset)
+            .bind(limit);
+        let total = self.client.query("SELECT count() FROM models FINAL");
+        Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
     }
 
     /// The most recently registered model of a dataset.

@@ -5,13 +5,14 @@
 pub mod config;
 pub mod index;
 pub mod kafka;
+pub mod rounds;
 pub mod storage;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{Config, ConfigError};
-pub use index::{DeadLetterRow, Index, IndexError, JobRow, ModelRow, OutputRow};
+pub use index::{DeadLetterRow, Index, IndexError, JobFilter, JobRow, JobSummary, ModelRow, ModelSummary, OutputRow};
 pub use storage::{PathError, confine, write_atomically};
 
 /// Directory of a job's transformed parts under the output root.

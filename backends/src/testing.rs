@@ -37,6 +37,8 @@ impl TestEnv {
         let mut config = Config::load(None).expect("default configuration");
         config.kafka.topic = format!("test.{unique}");
         config.kafka.group_id = format!("test.{unique}");
+        config.game_rounds.topic = format!("test.rounds.{unique}");
+        config.game_rounds.group_id = format!("test.rounds.{unique}");
         config.clickhouse.database = format!("test_{unique}");
         config.storage.data_roots = vec![data.clone()];
         config.storage.output_root = data.join("outputs");

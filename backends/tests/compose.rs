@@ -14,7 +14,7 @@ fn docker_compose_accepts_the_compose_file() {
         .expect("docker-compose is installed (scripts/services.sh up installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    for service in ["kafka:", "clickhouse:", "producer:", "consumer:"] {
+    for service in ["kafka:", "clickhouse:", "producer:", "consumer:", "game-rounds:"] {
         assert!(stdout.contains(service), "service {service} missing from:\n{stdout}");
     }
     assert!(stdout.contains("replicas: 2"), "consumer replicas missing");

@@ -1,9 +1,10 @@
-//! `consumer`: join the worker group and process chunks until SIGTERM or Ctrl-C.
+//! `consumer`: join the worker group and process chunks (or, with `game-rounds`, sink
+//! game rounds into ClickHouse) until SIGTERM or Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use shardflow_backends::{Config, telemetry};
 use tokio::sync::watch;
 
@@ -13,15 +14,31 @@ use tokio::sync::watch;
     version,
     about = "Join the consumer group: transform and inverse-transform chunks into Parquet, index them in ClickHouse",
     long_about = "Join the consumer group: transform and inverse-transform chunks into Parquet, index them in ClickHouse.\n\n\
-                  Start several processes (or use --workers) to share the work; at most one member per topic partition is busy."
+                  Start several processes (or use --workers) to share the work; at most one member per topic partition is busy.\n\
+                  `consumer game-rounds` runs the other pipeline's sink instead: game rounds from the staging-bets topic into ClickHouse.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     /// Configuration file layered over config/default.toml (environment SHARDFLOW__SECTION__KEY wins over both).
-    #[arg(long, env = "SHARDFLOW_CONFIG")]
+    #[arg(long, env = "SHARDFLOW_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Group members to run in this process.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transform chunks (what `consumer` does with no subcommand).
+    Chunks {
+        /// Group members to run in this process.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Insert game rounds from the rounds topic (staging-bets) into ClickHouse in batches.
+    GameRounds,
 }
 
 #[tokio::main]
@@ -37,7 +54,11 @@ async fn main() -> ExitCode {
     };
     let (stop, stopped) = watch::channel(false);
     let deadline = config.consumer.shutdown_timeout;
-    let mut worker = tokio::spawn(shardflow_consumer::worker::run(config, cli.workers, stopped));
+    let mut worker = match cli.command {
+        None => tokio::spawn(shardflow_consumer::worker::run(config, cli.workers, stopped)),
+        Some(Command::Chunks { workers }) => tokio::spawn(shardflow_consumer::worker::run(config, workers, stopped)),
+        Some(Command::GameRounds) => tokio::spawn(shardflow_consumer::rounds::run(config, stopped)),
+    };
     let finished = tokio::select! {
         finished = &mut worker => finished,
         () = wait_for_signal() => {

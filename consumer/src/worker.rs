@@ -12,22 +12,21 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, Statistics, TopicPartitionList};
-use shardflow_backends::index::unix_now;
 use shardflow_backends::kafka::{self, headers};
-use shardflow_backends::{Config, DeadLetterRow, Index, IndexError};
+use shardflow_backends::{Config, Index, IndexError};
 use shardflow_model::Model;
 use shardflow_schemas::ChunkCodec;
 use tokio::sync::{Mutex, watch};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::chunk::{Chunk, ChunkError, process};
+use crate::dead_letter::{DeadLetterError, DeadLetters, worker_name};
 use crate::metrics::{Metrics, PartitionLabel};
 
 /// Why a worker could not start.
@@ -60,8 +59,8 @@ enum HandleError {
     Index(#[from] IndexError),
     #[error("model {0} is not registered or cannot be loaded: {1}")]
     Model(String, String),
-    #[error("dead-letter topic: {0}")]
-    DeadLetter(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
     #[error("worker task failed: {0}")]
     Join(String),
 }
@@ -141,8 +140,7 @@ struct Shared {
     codec: ChunkCodec,
     output_root: PathBuf,
     models: Mutex<HashMap<String, Arc<Model>>>,
-    dead_letters: FutureProducer,
-    dead_letter_topic: String,
+    dead_letters: DeadLetters,
     metrics: Arc<Metrics>,
     name: String,
 }
@@ -183,15 +181,20 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
         axum::serve(listener, crate::http::router(probe)).with_graceful_shutdown(stop).await
     });
 
+    let name = worker_name();
     let shared = Arc::new(Shared {
         codec: ChunkCodec::amount()?,
+        dead_letters: DeadLetters {
+            producer: dead_letters,
+            topic: dead_letter_topic,
+            index: index.clone(),
+            worker: name.clone(),
+        },
         index,
         output_root,
         models: Mutex::new(HashMap::new()),
-        dead_letters,
-        dead_letter_topic,
         metrics,
-        name: format!("{}/{}", hostname(), std::process::id()),
+        name,
         config,
     });
     let mut handles = Vec::new();
@@ -207,13 +210,6 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
     }
     let _ = http.await;
     Ok(())
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
-        .unwrap_or_else(|| "localhost".into())
 }
 
 async fn consume(shared: Arc<Shared>, consumer: StreamConsumer<GroupContext>, mut shutdown: watch::Receiver<bool>) {
@@ -366,41 +362,16 @@ impl Shared {
         Ok(())
     }
 
-    /// Send the message to the dead-letter topic (payload as is, headers plus the reason),
-    /// then record it in `dead_letters`.
     async fn dead_letter(
         &self,
         message: &BorrowedMessage<'_>,
         ids: &ChunkHeaders,
         reason: &str,
     ) -> Result<(), HandleError> {
-        let mut hs = message.headers().map(|h| h.detach()).unwrap_or_default();
-        let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
-        hs = hs
-            .insert(Header { key: "dlq.error", value: Some(reason) })
-            .insert(Header { key: "dlq.topic", value: Some(message.topic()) })
-            .insert(Header { key: "dlq.partition", value: Some(&partition) })
-            .insert(Header { key: "dlq.offset", value: Some(&offset) });
-        let payload = message.payload().unwrap_or_default();
-        let mut record = FutureRecord::to(&self.dead_letter_topic).payload(payload).headers(hs);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        self.dead_letters.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| HandleError::DeadLetter(e))?;
-        let row = DeadLetterRow {
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
-            job_id: ids.job_id.clone().unwrap_or_default(),
-            chunk: ids.seq.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1),
-            error: reason.to_string(),
-            payload: payload.to_vec(),
-            worker: self.name.clone(),
-            created_at: unix_now(),
-        };
-        self.index.insert_dead_letter(&row).await?;
+        let job_id = ids.job_id.as_deref().unwrap_or_default();
+        let chunk = ids.seq.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1);
+        self.dead_letters.record(message, job_id, chunk, reason).await?;
         self.metrics.dead_letters.inc();
-        error!(%reason, "dead-lettered");
         Ok(())
     }
 

@@ -122,9 +122,9 @@ async fn shards_flow_through_kafka_into_parquet_and_clickhouse() {
 
     let view: JobView =
         client.get(format!("{base}/jobs/{job}")).send().await.expect("GET job").json().await.expect("json");
-    assert_eq!(view.status, "done");
+    assert_eq!(view.job.status, "done");
     assert_eq!(
-        (view.chunks_done, view.chunks_total, view.rows, view.rows_done),
+        (view.job.chunks_done, view.job.chunks_total, view.job.rows, view.job.rows_done),
         (expected_chunks, expected_chunks, SHARD_ROWS, SHARD_ROWS)
     );
     assert_eq!(view.outputs.len() as u64, expected_chunks);

@@ -3,7 +3,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod client;
 pub mod fit;
 pub mod generate;
 pub mod publish;
+pub mod rounds;
 pub mod shard;

@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 use shardflow_backends::{Config, Index, telemetry};
 use shardflow_model::Model;
 use shardflow_producer::api::{AppState, serve};
+use shardflow_producer::client::ApiClient;
 use shardflow_producer::fit::{fit_shards, list_shards, register, write_model};
 use shardflow_producer::generate::{GenerateOptions, generate};
 use shardflow_producer::publish::Publisher;
@@ -74,6 +75,32 @@ enum Command {
     Model(ModelCommand),
     /// Serve the HTTP API.
     Serve,
+    /// List jobs from a running API, newest first.
+    Jobs {
+        /// Only jobs in this status: publishing, running, done, done_with_dead_letters, failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Jobs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// The API (default: http://<api.listen>).
+        #[arg(long)]
+        api: Option<String>,
+    },
+    /// Show one job from a running API; --watch follows it with a progress bar until it ends.
+    Job {
+        /// Job id.
+        id: String,
+        /// Follow the job until it is done or failed (exit 1 if it fails or has dead letters).
+        #[arg(long)]
+        watch: bool,
+        /// The API (default: http://<api.listen>).
+        #[arg(long)]
+        api: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +206,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print!("{}", describe(&model));
         }
+        Command::Jobs { status, dataset, limit, api } => {
+            let client = ApiClient::new(&api.unwrap_or_else(|| default_api(&config)));
+            let mut params = vec![("page_size", limit.to_string())];
+            params.extend(status.map(|s| ("status", s)));
+            params.extend(dataset.map(|d| ("dataset", d)));
+            print!("{}", client.jobs_table(&params).await?);
+        }
+        Command::Job { id, watch, api } => {
+            let client = ApiClient::new(&api.unwrap_or_else(|| default_api(&config)));
+            print!("{}", client.job(&id, watch).await?);
+        }
         Command::Serve => {
             let listen = config.api.listen;
             let state = AppState::new(config).await?;
@@ -188,6 +226,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The configured API address as a URL (an unspecified address means this machine).
+fn default_api(config: &Config) -> String {
+    let mut address = config.api.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{address}")
 }
 
 /// The model as a table, one row per mixture component.

@@ -90,9 +90,25 @@ impl Publisher {
     /// # Errors
     /// [`PublishError`]; the job row then says `failed` with the reason.
     pub async fn publish(&self, path: &Path, model: &Model, progress: &ProgressBar) -> Result<Published, PublishError> {
+        self.publish_chunks(path, model, self.publish.chunk_rows, progress).await
+    }
+
+    /// As [`Publisher::publish`], with `chunk_rows` rows per chunk instead of the
+    /// configured number (the caller checks it fits in a message, see
+    /// [`PublishConfig::largest_message`]).
+    ///
+    /// # Errors
+    /// [`PublishError`]; the job row then says `failed` with the reason.
+    pub async fn publish_chunks(
+        &self,
+        path: &Path,
+        model: &Model,
+        chunk_rows: usize,
+        progress: &ProgressBar,
+    ) -> Result<Published, PublishError> {
         let job_id = uuid::Uuid::now_v7().to_string();
         let span = info_span!("publish", job = %job_id, source = %path.display());
-        self.publish_job(job_id, path.to_path_buf(), model, progress).instrument(span).await
+        self.publish_job(job_id, path.to_path_buf(), model, chunk_rows, progress).instrument(span).await
     }
 
     async fn publish_job(
@@ -100,6 +116,7 @@ impl Publisher {
         job_id: String,
         path: PathBuf,
         model: &Model,
+        chunk_rows: usize,
         progress: &ProgressBar,
     ) -> Result<Published, PublishError> {
         let created_at = unix_now();
@@ -117,7 +134,7 @@ impl Publisher {
             version: version_now(),
         };
         self.index.insert_job(&job).await?;
-        let result = self.send_chunks(&job_id, &path, &model.model_id, progress).await;
+        let result = self.send_chunks(&job_id, &path, &model.model_id, chunk_rows, progress).await;
         job.updated_at = unix_now();
         job.version = version_now();
         match &result {
@@ -141,6 +158,7 @@ impl Publisher {
         job_id: &str,
         path: &Path,
         model_id: &str,
+        chunk_rows: usize,
         progress: &ProgressBar,
     ) -> Result<Published, PublishError> {
         // Reading and encoding are blocking work: a thread feeds encoded chunks through
@@ -148,7 +166,6 @@ impl Publisher {
         let (tx, mut rx) = mpsc::channel::<Result<(u64, Vec<u8>), PublishError>>(2);
         let reader_path = path.to_path_buf();
         let codec = self.codec.clone();
-        let chunk_rows = self.publish.chunk_rows;
         let column = codec.columns().first().cloned().unwrap_or_default();
         let reader = tokio::task::spawn_blocking(move || {
             let batches = match Shard::open(&reader_path, &column).and_then(|s| s.batches(chunk_rows)) {

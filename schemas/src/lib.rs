@@ -6,6 +6,8 @@
 //! one item per row, items `["null", "double"]`.
 #![warn(missing_docs)]
 
+pub mod rounds;
+
 use std::sync::Arc;
 
 use apache_avro::Schema;
@@ -16,11 +18,15 @@ use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 pub const AMOUNT_CHUNK_AVSC: &str = include_str!("../avro/amount_chunk.avsc");
 
 /// ClickHouse DDL, in the order it must run; `{database}` stands for the database name.
-pub const CLICKHOUSE_DDL: [(&str, &str); 4] = [
+pub const CLICKHOUSE_DDL: [(&str, &str); 8] = [
     ("001_models.sql", include_str!("../sql/001_models.sql")),
     ("002_jobs.sql", include_str!("../sql/002_jobs.sql")),
     ("003_outputs.sql", include_str!("../sql/003_outputs.sql")),
     ("004_dead_letters.sql", include_str!("../sql/004_dead_letters.sql")),
+    ("005_game_rounds.sql", include_str!("../sql/005_game_rounds.sql")),
+    ("006_hourly_aggregated_game_rounds.sql", include_str!("../sql/006_hourly_aggregated_game_rounds.sql")),
+    ("007_uploads.sql", include_str!("../sql/007_uploads.sql")),
+    ("008_avro_schemas.sql", include_str!("../sql/008_avro_schemas.sql")),
 ];
 
 /// The DDL statements for `database` (which the caller has checked is a plain identifier).
@@ -203,7 +209,7 @@ mod tests {
     #[test]
     fn ddl_names_the_database() {
         let ddl: Vec<_> = clickhouse_ddl("test_db").collect();
-        assert_eq!(ddl.len(), 4);
+        assert_eq!(ddl.len(), CLICKHOUSE_DDL.len());
         assert!(ddl.iter().all(|(_, sql)| sql.contains("test_db.") && !sql.contains("{database}")));
     }
 }

@@ -2,14 +2,17 @@
 //! `{"error": {"code": ..., "message": ...}}`. Internal causes are logged, not sent.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::multipart::MultipartError;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use shardflow_backends::{IndexError, PathError};
 
 use crate::fit::FitError;
 use crate::publish::PublishError;
+use crate::rounds::{CsvError, RoundsError};
 use crate::shard::ShardError;
 
 /// An error answer.
@@ -31,6 +34,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 400 for a request that makes no sense.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
     /// A failure of ours: logged in full, answered with a generic message.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
@@ -43,10 +51,84 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`not_found`, `path_forbidden`, ...).
+    pub code: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(rejection: MultipartRejection) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_multipart",
+            format!("send the file as multipart/form-data: {}", rejection.body_text()),
+        )
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_multipart" };
+        Self::new(status, code, e.body_text())
+    }
+}
+
+impl From<CsvError> for ApiError {
+    fn from(e: CsvError) -> Self {
+        match e {
+            CsvError::NotCsv(_) => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_csv", e.to_string()),
+            CsvError::MissingColumns { .. } => Self::new(StatusCode::BAD_REQUEST, "missing_columns", e.to_string()),
+            CsvError::Io(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<RoundsError> for ApiError {
+    fn from(e: RoundsError) -> Self {
+        match e {
+            RoundsError::Csv(e) => e.into(),
+            RoundsError::Index(e) => e.into(),
+            RoundsError::Kafka(_) | RoundsError::Registry(_) => {
+                tracing::error!(cause = %e, "broker or registry unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    "the Kafka broker is unavailable; retry later",
+                )
+            }
+            RoundsError::Codec(_) => Self::internal(&e),
+        }
     }
 }
 

@@ -1,0 +1,69 @@
+//! Property-based fuzzing of the API from its own OpenAPI document, with schemathesis
+//! (installed into .services/venv by scripts/pytools.sh, which `make test` runs). The API
+//! runs against the real broker and ClickHouse with a consumer process, so that jobs can
+//! finish; whatever schemathesis sends, bounded in examples, no answer may be a 5xx.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use shardflow_backends::testing::TestEnv;
+use shardflow_producer::api::{AppState, serve};
+
+const TOKEN: &str = "fuzz-token";
+
+fn schemathesis() -> PathBuf {
+    std::env::var_os("SHARDFLOW_SCHEMATHESIS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services/venv/bin/schemathesis"),
+        PathBuf::from,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_gets_a_server_error() {
+    let tool = schemathesis();
+    assert!(tool.is_file(), "{} is missing: run scripts/pytools.sh (make test does)", tool.display());
+    let env = TestEnv::with("fuzz_api", |c| {
+        c.api.token = TOKEN.into();
+        c.api.max_generated_rows = 5_000;
+        c.api.max_upload_bytes = 1 << 20;
+        c.api.wait_timeout = Duration::from_secs(60);
+        c.fit.sample_rows_per_shard = 2_000;
+        c.publish.chunk_rows = 1_000;
+    });
+    let state = AppState::new(env.config.clone()).await.expect("services are up (scripts/services.sh up)");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    // Jobs submitted with "wait" finish only if someone transforms them.
+    let _consumer = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a consumer");
+
+    let run = tokio::process::Command::new(&tool)
+        .args(["run", &format!("{base}/openapi.json")])
+        .args(["--checks", "not_a_server_error", "--max-examples", "15", "--seed", "7"])
+        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["--request-timeout", "90"])
+        .env("NO_COLOR", "1")
+        .current_dir(env.dir.path())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .expect("schemathesis finishes in 10 min")
+        .expect("run schemathesis");
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "schemathesis found failures:\n{report}");
+    assert!(report.contains("/csv_upload") || report.contains("passed"), "schemathesis ran no operation:\n{report}");
+    let _ = stop.send(());
+    let _ = api.await;
+}
