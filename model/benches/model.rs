@@ -5,18 +5,10 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rand::SeedableRng;
-use rand_distr::{Distribution, LogNormal};
-use rand_xoshiro::Xoshiro256PlusPlus;
 use shardflow_model::{ColumnModel, MixtureParams, Model, fit};
 
-fn amounts(n: usize) -> Vec<f64> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-    let modes =
-        [LogNormal::new(0.0, 0.3), LogNormal::new(3.1, 0.55), LogNormal::new(4.55, 0.6), LogNormal::new(6.0, 0.7)];
-    let modes: Vec<LogNormal<f64>> = modes.into_iter().map(|m| m.expect("valid")).collect();
-    (0..n).map(|i| modes[i % 4].sample(&mut rng)).collect()
-}
+mod data;
+use data::amounts;
 
 fn benches(c: &mut Criterion) {
     let params = MixtureParams::default().check().expect("valid");

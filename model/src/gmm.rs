@@ -7,6 +7,7 @@ use statrs::function::beta::ln_beta;
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use crate::ModelError;
+use crate::estep::{Moments, e_step, label_moments};
 use crate::kmeans::kmeans_labels;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
@@ -113,14 +114,51 @@ pub struct Mixture {
     pub converged: bool,
 }
 
-/// Priors derived from the data (scikit-learn's `_check_parameters` defaults).
+/// The prior of every component. scikit-learn's defaults (`Priors::from_data`) are the
+/// same for all components; the streaming update uses the previous posterior instead.
 struct Priors {
-    alpha0: f64,
-    beta0: f64,
-    m0: f64,
-    nu0: f64,
-    psi0: f64,
+    /// Beta prior of the stick-breaking weights: 1 and `weight_concentration_prior`.
+    a0: Vec<f64>,
+    b0: Vec<f64>,
+    /// `mean_precision_prior`, `mean_prior`, `degrees_of_freedom_prior`.
+    beta0: Vec<f64>,
+    m0: Vec<f64>,
+    nu0: Vec<f64>,
+    /// Inverse-Wishart scale (`covariance_prior`; scikit-learn's covariances are this
+    /// scale over the degrees of freedom).
+    psi0: Vec<f64>,
     reg: f64,
+}
+
+impl Priors {
+    /// scikit-learn's `_check_parameters` defaults: mean and variance (ddof 1) of `x`.
+    fn from_data(x: &[f64], k: usize, p: &MixtureParams) -> Self {
+        let n = x.len();
+        let mean = x.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 { x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        Self {
+            a0: vec![1.0; k],
+            b0: vec![p.weight_concentration_prior; k],
+            beta0: vec![1.0; k],
+            m0: vec![mean; k],
+            nu0: vec![1.0; k],
+            psi0: vec![var; k],
+            reg: p.reg_covar,
+        }
+    }
+
+    /// A fitted posterior as the next prior (conjugate streaming update).
+    fn from_posterior(post: &Posterior, reg: f64) -> Self {
+        Self {
+            a0: post.a.clone(),
+            b0: post.b.clone(),
+            beta0: post.beta.clone(),
+            m0: post.m.clone(),
+            nu0: post.nu.clone(),
+            psi0: post.c.iter().zip(&post.nu).map(|(c, nu)| c * nu).collect(),
+            reg,
+        }
+    }
 }
 
 /// The variational posterior after an M-step.
@@ -131,6 +169,38 @@ struct Posterior {
     m: Vec<f64>,
     nu: Vec<f64>,
     c: Vec<f64>,
+}
+
+impl Posterior {
+    /// The posterior stored in a fitted mixture.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParams`] when its vectors differ in length or hold values a
+    /// posterior cannot have (non-positive concentrations, precisions or variances).
+    fn from_mixture(mix: &Mixture) -> Result<Self, ModelError> {
+        let k = mix.means.len();
+        let parts = [
+            &mix.weight_concentration_a,
+            &mix.weight_concentration_b,
+            &mix.mean_precision,
+            &mix.degrees_of_freedom,
+            &mix.covariances,
+        ];
+        let positive = |v: &Vec<f64>| v.len() == k && v.iter().all(|x| x.is_finite() && *x > 0.0);
+        if k == 0 || !parts.iter().all(|v| positive(v)) || !mix.means.iter().all(|m| m.is_finite()) {
+            return Err(ModelError::InvalidParams(
+                "the previous mixture is not a fitted posterior (lengths differ or values are out of range)".into(),
+            ));
+        }
+        Ok(Self {
+            a: mix.weight_concentration_a.clone(),
+            b: mix.weight_concentration_b.clone(),
+            beta: mix.mean_precision.clone(),
+            m: mix.means.clone(),
+            nu: mix.degrees_of_freedom.clone(),
+            c: mix.covariances.clone(),
+        })
+    }
 }
 
 /// Fit with scikit-learn's default start: labels from seeded k-means.
@@ -158,32 +228,58 @@ pub fn fit_from_labels(x: &[f64], labels: &[usize], params: &ValidMixtureParams)
     if labels.len() != x.len() || labels.iter().any(|&l| l >= k) {
         return Err(ModelError::InvalidParams(format!("need one label in 0..{k} per value")));
     }
-    let n = x.len();
-    let mean = x.iter().sum::<f64>() / n as f64;
-    let var = if n > 1 { x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
-    let priors =
-        Priors { alpha0: p.weight_concentration_prior, beta0: 1.0, m0: mean, nu0: 1.0, psi0: var, reg: p.reg_covar };
+    let priors = Priors::from_data(x, k, p);
+    let post = m_step(&label_moments(x, labels, k), &priors);
+    Ok(iterate(x, post, &priors, f64::NEG_INFINITY, p))
+}
 
-    let mut resp = vec![0.0; n * k];
-    for (row, &l) in resp.chunks_exact_mut(k).zip(labels) {
-        row[l] = 1.0;
-    }
-    let mut post = m_step(x, &resp, k, &priors);
-    let mut lower_bound = f64::NEG_INFINITY;
+/// Refit on `x` starting from `previous`, as scikit-learn's `warm_start=True` does on a
+/// second call to `fit`: the priors come from `x` alone, the iterations start from the
+/// previous posterior (no k-means), and the previous lower bound is the first one the
+/// change is measured against. Fitting shard after shard this way mostly reflects the
+/// last shards; [`fit_streaming`] weighs every shard.
+///
+/// # Errors
+/// As [`fit`], plus [`ModelError::InvalidParams`] when `previous` is not a fitted posterior.
+pub fn fit_warm_start(x: &[f64], previous: &Mixture, params: &ValidMixtureParams) -> Result<Mixture, ModelError> {
+    check_sample(x)?;
+    let post = Posterior::from_mixture(previous)?;
+    let priors = Priors::from_data(x, post.a.len(), &params.0);
+    Ok(iterate(x, post, &priors, previous.lower_bound, &params.0))
+}
+
+/// Streaming variational update: `prior`'s posterior becomes the prior for `x`, and the
+/// iterations start from it. After shards 1..t the result approximates the posterior
+/// given all of them (assumed-density filtering, Broderick et al. 2013), so every shard
+/// counts in proportion to its rows.
+///
+/// # Errors
+/// As [`fit_warm_start`].
+pub fn fit_streaming(x: &[f64], prior: &Mixture, params: &ValidMixtureParams) -> Result<Mixture, ModelError> {
+    check_sample(x)?;
+    let post = Posterior::from_mixture(prior)?;
+    let priors = Priors::from_posterior(&post, params.0.reg_covar);
+    Ok(iterate(x, post, &priors, f64::NEG_INFINITY, &params.0))
+}
+
+/// E/M iterations from `post` until the lower bound moves less than `tol`.
+fn iterate(x: &[f64], mut post: Posterior, priors: &Priors, start_bound: f64, p: &MixtureParams) -> Mixture {
+    let mut lower_bound = start_bound;
     let mut n_iter = 0;
     let mut converged = false;
     for iter in 1..=p.max_iter {
         n_iter = iter;
-        let entropy = e_step(x, &post, &mut resp);
-        post = m_step(x, &resp, k, &priors);
+        let lr = LogRho::new(&post.a, &post.b, &post.beta, &post.m, &post.nu, &post.c);
+        let stats = e_step(x, &lr);
+        post = m_step(&stats.moments, priors);
         let previous = lower_bound;
-        lower_bound = bound(&post, entropy);
+        lower_bound = bound(&post, stats.sum_r_ln_r);
         if (lower_bound - previous).abs() < p.tol {
             converged = true;
             break;
         }
     }
-    Ok(finish(post, lower_bound, n_iter, converged, p.weight_threshold))
+    finish(post, lower_bound, n_iter, converged, p.weight_threshold)
 }
 
 fn check_sample(x: &[f64]) -> Result<(), ModelError> {
@@ -196,47 +292,36 @@ fn check_sample(x: &[f64]) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// scikit-learn's `_estimate_gaussian_parameters` then the variational updates.
-fn m_step(x: &[f64], resp: &[f64], k: usize, pr: &Priors) -> Posterior {
+/// scikit-learn's `_estimate_gaussian_parameters` then the variational updates, from the
+/// per-component moments of the responsibilities.
+fn m_step(moments: &[Moments], pr: &Priors) -> Posterior {
+    let k = moments.len();
     let eps10 = 10.0 * f64::EPSILON;
-    let mut nk = vec![0.0; k];
-    let mut sx = vec![0.0; k];
-    for (row, &v) in resp.chunks_exact(k).zip(x) {
-        for j in 0..k {
-            nk[j] += row[j];
-            sx[j] += row[j] * v;
-        }
-    }
-    for n in &mut nk {
-        *n += eps10;
-    }
-    let xbar: Vec<f64> = sx.iter().zip(&nk).map(|(s, n)| s / n).collect();
-    let mut sk = vec![0.0; k];
-    for (row, &v) in resp.chunks_exact(k).zip(x) {
-        for j in 0..k {
-            let d = v - xbar[j];
-            sk[j] += row[j] * d * d;
-        }
-    }
-    for j in 0..k {
-        sk[j] = sk[j] / nk[j] + pr.reg;
-    }
+    // N_k = sum r + 10 eps; xbar_k = sum r x / N_k; S_k = sum r (x - xbar_k)^2 / N_k + reg.
+    let nk: Vec<f64> = moments.iter().map(|m| m.n + eps10).collect();
+    let xbar: Vec<f64> = moments.iter().zip(&nk).map(|(m, n)| m.n * m.mean / n).collect();
+    let sk: Vec<f64> = (0..k)
+        .map(|j| {
+            let shift = moments[j].mean - xbar[j];
+            (moments[j].m2 + moments[j].n * shift * shift) / nk[j] + pr.reg
+        })
+        .collect();
 
-    let a: Vec<f64> = nk.iter().map(|n| 1.0 + n).collect();
+    let a: Vec<f64> = (0..k).map(|j| pr.a0[j] + nk[j]).collect();
     // gamma_k2 = alpha0 + sum_{j>k} N_j
     let mut b = vec![0.0; k];
     let mut tail = 0.0;
     for j in (0..k).rev() {
-        b[j] = pr.alpha0 + tail;
+        b[j] = pr.b0[j] + tail;
         tail += nk[j];
     }
-    let beta: Vec<f64> = nk.iter().map(|n| pr.beta0 + n).collect();
-    let m: Vec<f64> = (0..k).map(|j| (pr.beta0 * pr.m0 + nk[j] * xbar[j]) / beta[j]).collect();
-    let nu: Vec<f64> = nk.iter().map(|n| pr.nu0 + n).collect();
+    let beta: Vec<f64> = (0..k).map(|j| pr.beta0[j] + nk[j]).collect();
+    let m: Vec<f64> = (0..k).map(|j| (pr.beta0[j] * pr.m0[j] + nk[j] * xbar[j]) / beta[j]).collect();
+    let nu: Vec<f64> = (0..k).map(|j| pr.nu0[j] + nk[j]).collect();
     let c: Vec<f64> = (0..k)
         .map(|j| {
-            let d = xbar[j] - pr.m0;
-            (pr.psi0 + nk[j] * sk[j] + nk[j] * pr.beta0 / beta[j] * d * d) / nu[j]
+            let d = xbar[j] - pr.m0[j];
+            (pr.psi0[j] + nk[j] * sk[j] + nk[j] * pr.beta0[j] / beta[j] * d * d) / nu[j]
         })
         .collect();
     Posterior { a, b, beta, m, nu, c }
@@ -273,29 +358,6 @@ impl LogRho {
             .collect();
         Self { constant, mean: m.to_vec(), half_precision: c.iter().map(|c| 0.5 / c).collect() }
     }
-}
-
-/// Responsibilities into `resp`; returns `sum r ln r`.
-fn e_step(x: &[f64], post: &Posterior, resp: &mut [f64]) -> f64 {
-    let k = post.a.len();
-    let lr = LogRho::new(&post.a, &post.b, &post.beta, &post.m, &post.nu, &post.c);
-    let mut entropy = 0.0;
-    for (row, &v) in resp.chunks_exact_mut(k).zip(x) {
-        let mut max = f64::NEG_INFINITY;
-        for (j, r) in row.iter_mut().enumerate() {
-            let d = v - lr.mean[j];
-            *r = lr.constant[j] - d * d * lr.half_precision[j];
-            max = max.max(*r);
-        }
-        let sum: f64 = row.iter().map(|l| (l - max).exp()).sum();
-        let log_norm = max + sum.ln();
-        for r in row.iter_mut() {
-            let log_r = *r - log_norm;
-            *r = log_r.exp();
-            entropy += *r * log_r;
-        }
-    }
-    entropy
 }
 
 /// The evidence lower bound (scikit-learn's `_compute_lower_bound`, 1-D).

@@ -2,6 +2,9 @@
 //! (`init_params="kmeans"`): greedy k-means++ seeding, then Lloyd iterations.
 
 use rand::{Rng, SeedableRng};
+use rayon::slice::ParallelSliceMut;
+
+use crate::lanes::{self, Kernel, LANES};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 const MAX_ITER: usize = 300;
@@ -14,15 +17,91 @@ pub fn kmeans_labels(x: &[f64], k: usize, seed: u64) -> Vec<usize> {
     debug_assert!(!x.is_empty() && k >= 1);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut centres = plus_plus(x, k, &mut rng);
-    let mut labels = vec![usize::MAX; x.len()];
+    // Lloyd iterations on the sorted values: in one dimension every cluster is a run of
+    // the sorted values, so an iteration costs k binary searches and k range sums
+    // (compensated prefix sums), not a pass over the data.
+    let mut sorted = x.to_vec();
+    sorted.par_sort_unstable_by(f64::total_cmp);
+    let prefix = CompensatedPrefix::new(&sorted);
+    let mut previous = Vec::new();
     for _ in 0..MAX_ITER {
-        let changed = assign(x, &centres, &mut labels);
-        if !changed {
+        let runs = runs(&sorted, &centres);
+        if runs == previous {
             break;
         }
-        update_centres(x, &labels, &mut centres);
+        let mut start = 0;
+        for &(end, label) in &runs {
+            if end > start {
+                centres[label] = prefix.sum(start, end) / (end - start) as f64;
+            }
+            start = end;
+        }
+        previous = runs;
     }
+    let mut labels = vec![usize::MAX; x.len()];
+    assign(x, &centres, &mut labels);
     labels
+}
+
+/// Prefix sums carried as (high, low) pairs, so a range sum keeps full precision even
+/// far into a long, heavy-tailed array.
+struct CompensatedPrefix {
+    high: Vec<f64>,
+    low: Vec<f64>,
+}
+
+impl CompensatedPrefix {
+    fn new(x: &[f64]) -> Self {
+        let mut high = Vec::with_capacity(x.len() + 1);
+        let mut low = Vec::with_capacity(x.len() + 1);
+        let (mut h, mut l) = (0.0_f64, 0.0_f64);
+        high.push(h);
+        low.push(l);
+        for &v in x {
+            // Knuth's two-sum: h + v = s + err exactly.
+            let s = h + v;
+            let b = s - h;
+            l += (h - (s - b)) + (v - b);
+            h = s;
+            high.push(h);
+            low.push(l);
+        }
+        Self { high, low }
+    }
+
+    /// Sum of `x[start..end]`.
+    fn sum(&self, start: usize, end: usize) -> f64 {
+        (self.high[end] - self.high[start]) + (self.low[end] - self.low[start])
+    }
+}
+
+/// The clusters of sorted values under `centres` as runs: `(end, label)` per run, in
+/// value order; each value goes to its nearest centre, ties to the lower centre index
+/// (as [`assign`] decides).
+fn runs(sorted: &[f64], centres: &[f64]) -> Vec<(usize, usize)> {
+    let (order, mids) = layout(centres);
+    let mut runs = Vec::with_capacity(order.len());
+    for (s, mid) in mids.iter().enumerate() {
+        // Values equal to the midpoint go to the side with the lower centre index.
+        let end = if order[s + 1].1 < order[s].1 {
+            sorted.partition_point(|v| v < mid)
+        } else {
+            sorted.partition_point(|v| v <= mid)
+        };
+        runs.push((end, order[s].1));
+    }
+    runs.push((sorted.len(), order[order.len() - 1].1));
+    runs
+}
+
+/// Sorted distinct centres, each carrying the lowest index that holds it, and the
+/// midpoints between neighbours.
+fn layout(centres: &[f64]) -> (Vec<(f64, usize)>, Vec<f64>) {
+    let mut order: Vec<(f64, usize)> = centres.iter().copied().zip(0..).collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    order.dedup_by(|later, earlier| later.0 == earlier.0);
+    let mids: Vec<f64> = order.windows(2).map(|w| (w[0].0 + w[1].0) / 2.0).collect();
+    (order, mids)
 }
 
 /// Greedy k-means++ (as scikit-learn's `_kmeans_plusplus`): each new centre is the
@@ -45,7 +124,7 @@ fn plus_plus(x: &[f64], k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
             let target = rng.random::<f64>() * potential;
             let idx = cumulative.partition_point(|c| *c < target).min(x.len() - 1);
             let candidate = x[idx];
-            let pot: f64 = x.iter().zip(&closest).map(|(v, d)| d.min((v - candidate).powi(2))).sum();
+            let pot = potential_with(x, &closest, candidate);
             if best.is_none_or(|(p, _)| pot < p) {
                 best = Some((pot, candidate));
             }
@@ -60,40 +139,47 @@ fn plus_plus(x: &[f64], k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
     centres
 }
 
-/// Nearest centre for every value (ties go to the lower centre index, as argmin does);
-/// returns whether any label changed.
-fn assign(x: &[f64], centres: &[f64], labels: &mut [usize]) -> bool {
-    // Sorted distinct centres, each carrying the lowest index that holds it; in one
-    // dimension the nearest centre is found by a binary search over the midpoints.
-    let mut order: Vec<(f64, usize)> = centres.iter().copied().zip(0..).collect();
-    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    order.dedup_by(|later, earlier| later.0 == earlier.0);
-    let mids: Vec<f64> = order.windows(2).map(|w| (w[0].0 + w[1].0) / 2.0).collect();
-    let mut changed = false;
+/// `sum_i min(closest_i, (x_i - centre)^2)`: the potential if `centre` were added.
+fn potential_with(x: &[f64], closest: &[f64], centre: f64) -> f64 {
+    lanes::dispatch(Potential { x, closest, centre })
+}
+
+struct Potential<'a> {
+    x: &'a [f64],
+    closest: &'a [f64],
+    centre: f64,
+}
+
+impl Kernel for Potential<'_> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run(self) -> f64 {
+        let Self { x, closest, centre } = self;
+        let mut acc = [0.0; LANES];
+        let (xs, ds) = (x.chunks_exact(LANES), closest.chunks_exact(LANES));
+        let tail: f64 = xs.remainder().iter().zip(ds.remainder()).map(|(v, d)| d.min((v - centre).powi(2))).sum();
+        for (xv, dv) in xs.zip(ds) {
+            for t in 0..LANES {
+                let e = xv[t] - centre;
+                acc[t] += lanes::min(dv[t], e * e);
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+}
+
+/// Nearest centre for every value (ties go to the lower centre index, as argmin does).
+fn assign(x: &[f64], centres: &[f64], labels: &mut [usize]) {
+    // In one dimension the nearest centre is found by a binary search over the midpoints.
+    let (order, mids) = layout(centres);
     for (label, v) in labels.iter_mut().zip(x) {
         let mut slot = mids.partition_point(|m| m < v);
         // A value exactly on a midpoint is equally far from both: take the lower index.
         if slot < mids.len() && mids[slot] == *v && order[slot + 1].1 < order[slot].1 {
             slot += 1;
         }
-        let new = order[slot].1;
-        changed |= *label != new;
-        *label = new;
-    }
-    changed
-}
-
-fn update_centres(x: &[f64], labels: &[usize], centres: &mut [f64]) {
-    let mut sums = vec![0.0; centres.len()];
-    let mut counts = vec![0usize; centres.len()];
-    for (v, &l) in x.iter().zip(labels) {
-        sums[l] += v;
-        counts[l] += 1;
-    }
-    for ((c, s), n) in centres.iter_mut().zip(sums).zip(counts) {
-        if n > 0 {
-            *c = s / n as f64;
-        }
+        *label = order[slot].1;
     }
 }
 

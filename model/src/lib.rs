@@ -20,8 +20,10 @@
 //! ```
 #![warn(missing_docs)]
 
+mod estep;
 mod gmm;
 mod kmeans;
+mod lanes;
 mod transform;
 
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use gmm::{Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels};
+pub use gmm::{Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels, fit_streaming, fit_warm_start};
 pub use kmeans::kmeans_labels;
 pub use transform::{ALPHA_CLIP, Normalized, OneHot, denormalize, normalize};
 
