@@ -59,8 +59,8 @@ impl MixtureParams {
     #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn check(self) -> Result<ValidMixtureParams, ModelError> {
         let bad = |what: &str| Err(ModelError::InvalidParams(what.to_string()));
-        if self.n_components == 0 {
-            return bad("n_components must be at least 1");
+        if self.n_components == 0 || self.n_components > usize::from(u16::MAX) {
+            return bad("n_components must be in 1..=65535");
         }
         if !(self.weight_concentration_prior > 0.0) {
             return bad("weight_concentration_prior must be > 0");
@@ -500,6 +500,37 @@ mod tests {
         assert!(matches!(fit(&[1.0, f64::NAN], &params), Err(ModelError::NonFinite(_))));
         let zero = MixtureParams { n_components: 0, ..MixtureParams::default() };
         assert!(zero.check().is_err());
+    }
+
+    #[test]
+    fn warm_start_continues_the_iterations_as_scikit_learn_does() {
+        // A warm start on the same data recomputes the same priors and resumes with the
+        // E-step: 40 iterations then 60 more are the 100 iterations of one fit, bit for bit.
+        let x = three_modes(3000);
+        let with = |max_iter| MixtureParams { max_iter, tol: 0.0, ..MixtureParams::default() }.check().expect("valid");
+        let whole = fit(&x, &with(100)).expect("fit");
+        let first = fit(&x, &with(40)).expect("fit");
+        let resumed = fit_warm_start(&x, &first, &with(60)).expect("warm start");
+        assert_eq!(resumed.n_iter, 60);
+        assert_eq!(Mixture { n_iter: 100, ..resumed }, whole);
+    }
+
+    #[test]
+    fn streaming_over_shards_models_them_all() {
+        // Two shards with different modes: the streaming update keeps both, a warm start
+        // drifts to the last one.
+        let params = MixtureParams::default().check().expect("valid");
+        let x = three_modes(6000);
+        let (low, high): (Vec<f64>, Vec<f64>) = x.iter().partition(|v| **v < 10.0);
+        let streamed = fit_streaming(&high, &fit(&low, &params).expect("fit"), &params).expect("streaming");
+        let warm = fit_warm_start(&high, &fit(&low, &params).expect("fit"), &params).expect("warm start");
+        let pooled = fit(&x, &params).expect("fit");
+        let (s, w, p) =
+            (streamed.mean_log_likelihood(&x), warm.mean_log_likelihood(&x), pooled.mean_log_likelihood(&x));
+        assert!((s - p).abs() < 0.05 * p.abs(), "streaming {s}, pooled {p}");
+        assert!(w < s - 1.0, "warm start {w} should model the first shard badly (streaming {s})");
+        let bad = Mixture { covariances: vec![-1.0; 10], ..pooled };
+        assert!(matches!(fit_streaming(&x, &bad, &params), Err(ModelError::InvalidParams(_))));
     }
 
     #[test]

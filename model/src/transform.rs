@@ -1,14 +1,14 @@
 //! Mode-specific normalization of one continuous column and its inverse.
 //!
 //! Transform: per row draw a valid component `k` from its posterior probability
-//! (seeded), `alpha = (x - mean_k) / (4 std_k)` clipped to [-0.99, 0.99], plus a one-hot
+//! (seeded per row, see [`normalize`]), `alpha = (x - mean_k) / (4 std_k)` clipped to [-0.99, 0.99], plus a one-hot
 //! over the valid components. Inverse: `k = argmax(one-hot)`, `x = alpha 4 std_k + mean_k`.
 
 use arrow_array::{Array, Float64Array, UInt8Array};
-use rand::{RngCore, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
 
 use crate::gmm::Mixture;
+use crate::lanes::{self, Kernel, exp, max};
 
 /// |alpha| never exceeds this.
 pub const ALPHA_CLIP: f64 = 0.99;
@@ -20,6 +20,12 @@ pub struct Normalized {
     /// 1 for the chosen component, in the order of [`Mixture::valid_components`].
     pub one_hot: Vec<UInt8Array>,
 }
+
+/// Rows per parallel task. Every row's draw depends on (seed, row index) alone, so the
+/// split changes nothing in the output; it only sets the grain of the work.
+const TASK_ROWS: usize = 65_536;
+/// Rows held component-major at once in the transform (`SUB_ROWS` x components x 8 bytes).
+const SUB_ROWS: usize = 256;
 
 /// Precomputed per valid component: what the row loop needs, nothing else.
 struct Valid {
@@ -42,92 +48,201 @@ impl Valid {
     }
 }
 
-/// Uniform in [0, 1) from the top 53 bits.
-fn unit(rng: &mut Xoshiro256PlusPlus) -> f64 {
-    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+/// Uniform in [0, 1) for row `row` of a chunk seeded with `seed`: the `row`-th output of
+/// SplitMix64 started at `seed`, computed directly (counter-based), so rows can be
+/// processed in any order or split.
+#[inline(always)]
+fn uniform(seed: u64, row: u64) -> f64 {
+    let mut z = seed.wrapping_add(row.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
-/// Normalize `x` with `mix`, drawing components from a generator seeded with `seed`.
-/// Nulls stay null (alpha and every one-hot entry).
+/// Normalize `x` with `mix`. Row `i` draws its component from its posterior probability
+/// with the uniform number `(seed, i)` gives, so the output depends on (model, values,
+/// seed) only, never on the thread count. Nulls stay null (alpha and every one-hot entry).
 pub fn normalize(mix: &Mixture, x: &Float64Array, seed: u64) -> Normalized {
     let v = Valid::new(mix);
     let k = v.mean.len();
     let n = x.len();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut alpha = Vec::with_capacity(n);
-    let mut chosen = Vec::with_capacity(n);
-    let mut logs = vec![0.0; k];
-    for &value in x.values().iter() {
-        let mut max = f64::NEG_INFINITY;
-        for (j, l) in logs.iter_mut().enumerate() {
-            let d = value - v.mean[j];
-            *l = v.constant[j] - d * d * v.half_precision[j];
-            max = max.max(*l);
-        }
-        let mut total = 0.0;
-        for l in logs.iter_mut() {
-            *l = (*l - max).exp();
-            total += *l;
-        }
-        let target = unit(&mut rng) * total;
-        let mut pick = k - 1;
-        let mut acc = 0.0;
-        for (j, p) in logs.iter().enumerate() {
-            acc += p;
-            if target < acc {
-                pick = j;
-                break;
+    let mut alpha = vec![0.0; n];
+    let mut one_hot = vec![vec![0u8; n]; k];
+    if k > 0 {
+        // Each task gets its rows of every one-hot column.
+        let mut columns: Vec<Vec<&mut [u8]>> = (0..n.div_ceil(TASK_ROWS)).map(|_| Vec::with_capacity(k)).collect();
+        for column in &mut one_hot {
+            for (task, rows) in columns.iter_mut().zip(column.chunks_mut(TASK_ROWS)) {
+                task.push(rows);
             }
         }
-        alpha.push(((value - v.mean[pick]) / v.scale[pick]).clamp(-ALPHA_CLIP, ALPHA_CLIP));
-        chosen.push(pick);
+        x.values()
+            .par_chunks(TASK_ROWS)
+            .zip(alpha.par_chunks_mut(TASK_ROWS))
+            .zip(columns.into_par_iter())
+            .enumerate()
+            .for_each(|(task, ((x, alpha), mut one_hot))| {
+                let first_row = (task * TASK_ROWS) as u64;
+                lanes::dispatch(Draw { v: &v, x, alpha, one_hot: &mut one_hot, seed, first_row });
+            });
     }
     let nulls = x.nulls().cloned();
     let alpha = Float64Array::new(alpha.into(), nulls.clone());
-    let one_hot = (0..k)
-        .map(|j| {
-            let bits: Vec<u8> = chosen.iter().map(|&c| u8::from(c == j)).collect();
-            UInt8Array::new(bits.into(), nulls.clone())
-        })
-        .collect();
+    let one_hot = one_hot.into_iter().map(|bits| UInt8Array::new(bits.into(), nulls.clone())).collect();
     Normalized { alpha, one_hot }
 }
 
+/// One task of [`normalize`]: component draws and alphas for its rows.
+struct Draw<'a, 'b> {
+    v: &'a Valid,
+    x: &'a [f64],
+    alpha: &'a mut [f64],
+    /// This task's rows of each one-hot column.
+    one_hot: &'a mut [&'b mut [u8]],
+    seed: u64,
+    first_row: u64,
+}
+
+impl Kernel for Draw<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Draw { v, x, alpha, one_hot, seed, first_row } = self;
+        let k = v.mean.len();
+        let mut e = vec![0.0; k * SUB_ROWS];
+        for ((x, alpha), sub) in x.chunks(SUB_ROWS).zip(alpha.chunks_mut(SUB_ROWS)).zip(0u64..) {
+            let len = x.len();
+            let mut xs = [0.0; SUB_ROWS];
+            xs[..len].copy_from_slice(x);
+            // ln rho per component, the row maximum, then shifted exponentials and sums.
+            let mut top = [f64::NEG_INFINITY; SUB_ROWS];
+            for (j, e) in e.chunks_exact_mut(SUB_ROWS).enumerate() {
+                let (c, mu, hp) = (v.constant[j], v.mean[j], v.half_precision[j]);
+                for ((e, x), top) in e.iter_mut().zip(&xs).zip(&mut top) {
+                    let d = x - mu;
+                    *e = c - d * d * hp;
+                    *top = max(*top, *e);
+                }
+            }
+            let mut total = [0.0; SUB_ROWS];
+            for e in e.chunks_exact_mut(SUB_ROWS) {
+                for ((e, top), total) in e.iter_mut().zip(&top).zip(&mut total) {
+                    *e = exp(*e - top);
+                    *total += *e;
+                }
+            }
+            // Target u * total; the pick is the first component whose running sum passes it.
+            let row0 = first_row + sub * SUB_ROWS as u64;
+            let mut target = [0.0; SUB_ROWS];
+            for ((t, total), i) in target.iter_mut().zip(&total).zip(0u64..) {
+                *t = uniform(seed, row0 + i) * total;
+            }
+            let mut acc = [0.0; SUB_ROWS];
+            let mut pick = [0u16; SUB_ROWS];
+            let mut mean = [v.mean[0]; SUB_ROWS];
+            let mut scale = [v.scale[0]; SUB_ROWS];
+            for (j, e) in e.chunks_exact(SUB_ROWS).enumerate().take(k - 1) {
+                let (next, next_mean, next_scale) = (j as u16 + 1, v.mean[j + 1], v.scale[j + 1]);
+                for i in 0..SUB_ROWS {
+                    acc[i] += e[i];
+                    if acc[i] <= target[i] {
+                        pick[i] = next;
+                        mean[i] = next_mean;
+                        scale[i] = next_scale;
+                    }
+                }
+            }
+            for i in 0..len {
+                alpha[i] = ((xs[i] - mean[i]) / scale[i]).clamp(-ALPHA_CLIP, ALPHA_CLIP);
+            }
+            let from = sub as usize * SUB_ROWS;
+            for (column, j) in one_hot.iter_mut().zip(0u16..) {
+                for (bit, pick) in column[from..from + len].iter_mut().zip(&pick) {
+                    *bit = u8::from(*pick == j);
+                }
+            }
+        }
+    }
+}
+
 /// Undo [`normalize`]: the component is the argmax of the one-hot (first on ties, null
-/// counting as 0); a null alpha gives a null value. Column by column, so the loops
-/// vectorize.
+/// counting as 0); a null alpha gives a null value. Column by column within blocks of
+/// rows, in parallel; every row is computed alone, so threads change nothing.
 pub fn denormalize(mix: &Mixture, alpha: &Float64Array, one_hot: &[OneHot<'_>]) -> Float64Array {
     let v = Valid::new(mix);
     let n = alpha.len();
-    let mut best_value = vec![f64::NEG_INFINITY; n];
-    let mut best = vec![0u8; n];
-    for (j, column) in one_hot.iter().enumerate() {
-        let j = u8::try_from(j).unwrap_or(u8::MAX);
-        let mut consider = |i: usize, value: f64| {
-            if value > best_value[i] {
-                best_value[i] = value;
-                best[i] = j;
+    let mut values = vec![0.0; n];
+    if !v.mean.is_empty() {
+        values.par_chunks_mut(TASK_ROWS).enumerate().for_each(|(task, out)| {
+            lanes::dispatch(Decode { v: &v, alpha: alpha.values(), one_hot, start: task * TASK_ROWS, out });
+        });
+    }
+    Float64Array::new(values.into(), alpha.nulls().cloned())
+}
+
+/// One task of [`denormalize`].
+struct Decode<'a, 'b> {
+    v: &'a Valid,
+    alpha: &'a [f64],
+    one_hot: &'a [OneHot<'b>],
+    start: usize,
+    out: &'a mut [f64],
+}
+
+impl Kernel for Decode<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Decode { v, alpha, one_hot, start, out } = self;
+        let last = v.mean.len() - 1;
+        for (out, from) in out.chunks_mut(SUB_ROWS).zip((start..).step_by(SUB_ROWS)) {
+            let len = out.len();
+            let mut best = [f64::NEG_INFINITY; SUB_ROWS];
+            let mut mean = [v.mean[0]; SUB_ROWS];
+            let mut scale = [v.scale[0]; SUB_ROWS];
+            let mut value = [0.0; SUB_ROWS];
+            // Columns beyond the model's components are ignored, as the old argmax clamped.
+            for (j, column) in one_hot.iter().enumerate().take(last + 1) {
+                read_one_hot(column, from, &mut value[..len]);
+                let (m, s) = (v.mean[j], v.scale[j]);
+                for i in 0..SUB_ROWS {
+                    if value[i] > best[i] {
+                        best[i] = value[i];
+                        mean[i] = m;
+                        scale[i] = s;
+                    }
+                }
             }
-        };
-        match column {
-            OneHot::U8(a) if a.null_count() == 0 => {
-                a.values().iter().enumerate().for_each(|(i, x)| consider(i, f64::from(*x)))
+            let alpha = &alpha[from..from + len];
+            for i in 0..len {
+                out[i] = alpha[i] * scale[i] + mean[i];
             }
-            OneHot::F64(a) if a.null_count() == 0 => a.values().iter().enumerate().for_each(|(i, x)| consider(i, *x)),
-            OneHot::U8(a) => (0..n).for_each(|i| consider(i, if a.is_valid(i) { f64::from(a.value(i)) } else { 0.0 })),
-            OneHot::F64(a) => (0..n).for_each(|i| consider(i, if a.is_valid(i) { a.value(i) } else { 0.0 })),
         }
     }
-    let values: Vec<f64> = alpha
-        .values()
-        .iter()
-        .zip(&best)
-        .map(|(a, &k)| {
-            let k = usize::from(k).min(v.scale.len().saturating_sub(1));
-            a * v.scale[k] + v.mean[k]
-        })
-        .collect();
-    Float64Array::new(values.into(), alpha.nulls().cloned())
+}
+
+/// Rows `from..from + value.len()` of a one-hot column as f64; null, or past the end of
+/// a short column, reads as 0.
+#[inline(always)]
+fn read_one_hot(column: &OneHot<'_>, from: usize, value: &mut [f64]) {
+    let to = from + value.len();
+    match column {
+        OneHot::U8(a) if a.null_count() == 0 && a.len() >= to => {
+            value.iter_mut().zip(&a.values()[from..to]).for_each(|(v, s)| *v = f64::from(*s))
+        }
+        OneHot::F64(a) if a.null_count() == 0 && a.len() >= to => value.copy_from_slice(&a.values()[from..to]),
+        OneHot::U8(a) => value
+            .iter_mut()
+            .zip(from..)
+            .for_each(|(v, r)| *v = if r < a.len() && a.is_valid(r) { f64::from(a.value(r)) } else { 0.0 }),
+        OneHot::F64(a) => value
+            .iter_mut()
+            .zip(from..)
+            .for_each(|(v, r)| *v = if r < a.len() && a.is_valid(r) { a.value(r) } else { 0.0 }),
+    }
 }
 
 /// A one-hot column read back for the inverse: UInt8 as written, or Float64 as generators
