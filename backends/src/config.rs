@@ -106,8 +106,25 @@ impl PublishConfig {
 pub struct FitConfig {
     /// Rows sampled from each shard.
     pub sample_rows_per_shard: usize,
+    /// How the shards' samples make one model.
+    pub strategy: FitStrategy,
     /// Mixture hyper-parameters; its seed also seeds the row sample.
     pub mixture: MixtureParams,
+}
+
+/// How a model is fitted over several shards (see the README's comparison).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitStrategy {
+    /// The samples of every shard pooled into one fit: every shard counts equally.
+    #[default]
+    Pooled,
+    /// Shard after shard, each fit starting from the previous one, as scikit-learn's
+    /// `warm_start=True` (the original service's way): mostly reflects the last shards.
+    WarmStart,
+    /// Shard after shard, the previous posterior becoming the next prior (streaming
+    /// variational update): every shard counts, one shard's sample in memory at a time.
+    Streaming,
 }
 
 /// The HTTP API.

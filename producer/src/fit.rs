@@ -1,5 +1,6 @@
 //! Fitting a model over every shard of a dataset: a seeded sample from each shard
-//! (read in parallel), pooled, then one mixture fit; written as `model.json` and
+//! (read in parallel), combined by `fit.strategy` (pooled by default, or shard after
+//! shard: warm start or streaming update) into one mixture; written as `model.json` and
 //! `metadata.json` and registered in ClickHouse.
 
 use std::path::{Path, PathBuf};
@@ -7,9 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use shardflow_backends::config::FitConfig;
+use shardflow_backends::config::{FitConfig, FitStrategy};
 use shardflow_backends::{Index, IndexError, ModelRow, write_atomically};
-use shardflow_model::{ColumnModel, FORMAT_VERSION, Model, ModelError, fit};
+use shardflow_model::{
+    ColumnModel, FORMAT_VERSION, Mixture, Model, ModelError, ValidMixtureParams, fit, fit_streaming, fit_warm_start,
+};
 
 use crate::shard::{ShardError, ShardStats, sample};
 
@@ -54,6 +57,8 @@ pub struct Metadata {
     pub dataset: String,
     /// Seed of the row samples and the k-means start.
     pub seed: u64,
+    /// How the shards' samples were combined.
+    pub strategy: FitStrategy,
     /// Rows sampled per shard at most.
     pub sample_rows_per_shard: usize,
     /// Unix seconds.
@@ -84,7 +89,7 @@ pub struct ColumnMetadata {
     pub sampled: u64,
     /// Mixture components kept.
     pub valid_components: usize,
-    /// Iterations the fit ran; whether it converged.
+    /// Iterations the (last) fit ran.
     pub n_iter: usize,
     /// Whether the lower bound settled.
     pub converged: bool,
@@ -164,18 +169,22 @@ pub fn fit_shards(
             }
         }
     });
-    let mut pooled = Vec::new();
     let mut stats = Vec::with_capacity(shards.len());
-    for (slot, path) in samples.into_iter().zip(shards) {
-        let (values, s) = slot.unwrap_or_else(|| {
-            Err(ShardError::Read { path: path.display().to_string(), reason: "sampling thread failed".into() })
-        })?;
-        pooled.extend(values);
-        stats.push(s);
-    }
+    let samples = samples
+        .into_iter()
+        .zip(shards)
+        .map(|(slot, path)| {
+            let (values, s) = slot.unwrap_or_else(|| {
+                Err(ShardError::Read { path: path.display().to_string(), reason: "sampling thread failed".into() })
+            })?;
+            stats.push(s);
+            Ok(values)
+        })
+        .collect::<Result<Vec<_>, FitError>>()?;
 
     let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: column.into(), source })?;
-    let mixture = fit(&pooled, &params).map_err(|source| FitError::Model { column: column.into(), source })?;
+    let mixture = fit_samples(&samples, config.strategy, &params)
+        .map_err(|source| FitError::Model { column: column.into(), source })?;
     let metadata_column = ColumnMetadata {
         name: column.to_string(),
         kind: "continuous".into(),
@@ -183,7 +192,7 @@ pub fn fit_shards(
         max: stats.iter().map(|s| s.max).fold(f64::NEG_INFINITY, f64::max),
         rows: stats.iter().map(|s| s.rows).sum(),
         nulls: stats.iter().map(|s| s.nulls).sum(),
-        sampled: pooled.len() as u64,
+        sampled: samples.iter().map(|s| s.len() as u64).sum(),
         valid_components: mixture.valid_components().len(),
         n_iter: mixture.n_iter,
         converged: mixture.converged,
@@ -194,12 +203,34 @@ pub fn fit_shards(
         format_version: FORMAT_VERSION,
         dataset: column.to_string(),
         seed,
+        strategy: config.strategy,
         sample_rows_per_shard: config.sample_rows_per_shard,
         created_at: shardflow_backends::index::unix_now(),
         columns: vec![metadata_column],
         shards: stats,
     };
     Ok((model, metadata))
+}
+
+/// One mixture from per-shard samples (in shard order), combined by `strategy`. Empty
+/// samples (shards of nulls only) are skipped.
+///
+/// # Errors
+/// [`ModelError::EmptySample`] when every sample is empty, or what the fit reports.
+pub fn fit_samples(
+    samples: &[Vec<f64>],
+    strategy: FitStrategy,
+    params: &ValidMixtureParams,
+) -> Result<Mixture, ModelError> {
+    let mut shards = samples.iter().filter(|s| !s.is_empty());
+    match strategy {
+        FitStrategy::Pooled => fit(&samples.concat(), params),
+        FitStrategy::WarmStart | FitStrategy::Streaming => {
+            let first = shards.next().ok_or(ModelError::EmptySample)?;
+            let step = if strategy == FitStrategy::WarmStart { fit_warm_start } else { fit_streaming };
+            shards.try_fold(fit(first, params)?, |previous, sample| step(sample, &previous, params))
+        }
+    }
 }
 
 /// Write `model.json` and `metadata.json` into `dir` (each atomically).
