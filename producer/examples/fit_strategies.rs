@@ -86,9 +86,9 @@ fn compare(title: &str, shards: &Shards) -> anyhow::Result<()> {
     let samples: Vec<Vec<f64>> = shards.iter().map(|(train, _)| train.clone()).collect();
     println!("\n{title}: {SHARDS} shards, {TRAIN_ROWS} sampled rows and {HELD_OUT_ROWS} held-out rows each");
     println!(
-        "| strategy | fit time | valid components | held-out log-likelihood, all shards | worst shard | first shard | last shard |"
+        "| strategy | fit time | valid components | (last) fit's iterations | held-out log-likelihood, all shards | worst shard | first shard | last shard |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for strategy in [FitStrategy::Pooled, FitStrategy::WarmStart, FitStrategy::Streaming] {
         let start = Instant::now();
         let mixture = fit_samples(&samples, strategy, &params)?;
@@ -97,9 +97,11 @@ fn compare(title: &str, shards: &Shards) -> anyhow::Result<()> {
         let all = per_shard.iter().sum::<f64>() / per_shard.len() as f64;
         let worst = per_shard.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
-            "| {} | {took:.2} s | {} | {all:.4} | {worst:.4} | {:.4} | {:.4} |",
+            "| {} | {took:.2} s | {} | {}{} | {all:.4} | {worst:.4} | {:.4} | {:.4} |",
             name(strategy),
             valid(&mixture),
+            mixture.n_iter,
+            if mixture.converged { " (converged)" } else { "" },
             per_shard[0],
             per_shard[per_shard.len() - 1],
         );
