@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (when missing) and run the real services shardflow talks to, on loopback only:
 #   ClickHouse  HTTP 127.0.0.1:8123, native 127.0.0.1:9000  (Debian's clickhouse-server)
-#   tansu       Kafka API 127.0.0.1:9092, durable SQLite storage (cargo install tansu)
+#   tansu       Kafka API 127.0.0.1:9092, durable SQLite storage (built from crates.io with
+#               the patches in scripts/tansu/ applied, into .services/bin/tansu)
 # State lives in .services/ at the repository root (git ignores it).
 #
 # usage: scripts/services.sh up|down|status|clickhouse-up|stop-clickhouse|kill-clickhouse|start-clickhouse
@@ -12,6 +13,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 state="$root/.services"
 ch_dir="$state/clickhouse"
 kafka_dir="$state/tansu"
+tansu_version=0.6.0
+tansu_bin="$state/bin/tansu"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 say() { printf 'services: %s\n' "$*"; }
@@ -42,12 +45,60 @@ apt_install() {
     || fail "apt-get install ${missing[*]} failed"
 }
 
+# What the installed broker was built from.
+tansu_stamp() { cat "$root"/scripts/tansu/{Cargo.toml,Cargo.lock,*.patch} | sha256sum | cut -d' ' -f1; }
+
+# tansu from scripts/tansu/ (the published tansu crate) with scripts/tansu/*.patch applied to
+# the tansu-broker crate it depends on (a fix to its group coordinator, see the patch). Cargo
+# downloads and checksums tansu-broker; the copy it patches is what [patch.crates-io] uses.
+install_tansu() {
+  local build="$state/tansu-build"
+  say "building tansu $tansu_version (Kafka-compatible broker) with scripts/tansu/*.patch;" \
+    "the first build takes ~25 minutes on 2 cores"
+  rm -rf "$build/fetch" "$build/tansu" "$build/tansu-broker"
+  mkdir -p "$build/fetch/src" "$state/bin"
+  cat >"$build/fetch/Cargo.toml" <<TOML
+[package]
+name = "fetch-tansu-broker"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+tansu-broker = { version = "=$tansu_version", default-features = false }
+
+[workspace]
+TOML
+  : >"$build/fetch/src/lib.rs"
+  cargo metadata --format-version 1 --manifest-path "$build/fetch/Cargo.toml" >"$build/metadata.json" \
+    || fail "cargo could not fetch tansu-broker $tansu_version from crates.io"
+  local source
+  source=$(grep -o "\"manifest_path\":\"[^\"]*/tansu-broker-$tansu_version/Cargo.toml\"" "$build/metadata.json" \
+    | head -1 | sed -e 's/^"manifest_path":"//' -e 's#/Cargo.toml"$##') || true
+  [ -d "$source" ] || fail "no source of tansu-broker $tansu_version in cargo's registry"
+  cp -R "$source" "$build/tansu-broker"
+  cp -R "$root/scripts/tansu" "$build/tansu"
+  chmod -R u+w "$build/tansu-broker" "$build/tansu"
+  for p in "$root"/scripts/tansu/*.patch; do
+    patch --quiet -d "$build/tansu-broker" -p1 <"$p" || fail "$p does not apply to tansu-broker $tansu_version"
+  done
+  CARGO_TARGET_DIR="$build/target" cargo build --release --locked --bin tansu --features dynostore,libsql \
+    --manifest-path "$build/tansu/Cargo.toml" || fail "building tansu failed"
+  cp "$build/target/release/tansu" "$tansu_bin"
+  tansu_stamp >"$tansu_bin.stamp"
+  say "tansu installed in $tansu_bin"
+}
+
+tansu_current() { [ -x "$tansu_bin" ] && [ "$(cat "$tansu_bin.stamp" 2>/dev/null)" = "$(tansu_stamp)" ]; }
+
 install() {
-  apt_install clickhouse-server clickhouse-client curl docker-compose
-  if ! command -v tansu >/dev/null; then
-    say "installing tansu (Kafka-compatible broker); the first build takes ~25 minutes on 2 cores"
-    cargo install tansu --locked --features dynostore,libsql \
-      || fail "cargo install tansu failed"
+  apt_install clickhouse-server clickhouse-client curl docker-compose patch
+  if ! tansu_current; then
+    mkdir -p "$state"
+    exec 9>"$state/tansu-build.lock"
+    flock 9 # one build at a time: `make test` and `make demo` may both start one
+    tansu_current || install_tansu
+    exec 9>&-
   fi
 }
 
@@ -111,7 +162,8 @@ start_kafka() {
   mkdir -p "$kafka_dir"
   say "starting tansu ($kafka_dir/tansu.db)"
   # The storage URL is relative to the working directory: start from the data directory.
-  (cd "$kafka_dir" && exec nohup tansu broker \
+  [ -x "$tansu_bin" ] || fail "no $tansu_bin: run scripts/services.sh up"
+  (cd "$kafka_dir" && exec nohup "$tansu_bin" broker \
       --listener-url tcp://127.0.0.1:9092 \
       --advertised-listener-url tcp://127.0.0.1:9092 \
       --storage-engine sqlite://tansu.db >"$kafka_dir/tansu.log" 2>&1) &

@@ -21,10 +21,6 @@ impl Drop for Outage {
     }
 }
 
-// Ignored in `make test` for the same tansu 0.6 group-coordinator stall as the kill -9
-// test: after the restart the member sometimes never gets its partitions back (it passed
-// 3 times, then timed out in a full run). Run with `-- --ignored`.
-#[ignore = "tansu 0.6 intermittently never rebalances after a broker restart"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_job_loses_and_doubles_nothing() {
     let data = Dataset::new("broker_restart", 800_000, 1_000, |_| {}).await;
