@@ -49,13 +49,25 @@ pub async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), Kafka
 /// # Errors
 /// When librdkafka rejects the configuration.
 pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
-    base(config)
-        .set("enable.idempotence", "true")
+    idempotent(config).set("linger.ms", "5").create()
+}
+
+/// As [`producer`], for many small messages (a record each): wait up to 50 ms to fill
+/// batches of up to 10,000 messages, so the broker sees few large requests.
+///
+/// # Errors
+/// When librdkafka rejects the configuration.
+pub fn bulk_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    idempotent(config).set("linger.ms", "50").set("batch.num.messages", "10000").set("batch.size", "1048576").create()
+}
+
+fn idempotent(config: &KafkaConfig) -> ClientConfig {
+    let mut c = base(config);
+    c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
         .set("message.max.bytes", config.message_max_bytes.to_string())
-        .set("message.timeout.ms", "300000")
-        .create()
+        .set("message.timeout.ms", "300000");
+    c
 }
 
 /// A group member that stores offsets only when told to (after outputs are durable),

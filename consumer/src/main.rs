@@ -15,8 +15,7 @@ use tokio::sync::watch;
     about = "Join the consumer group: transform and inverse-transform chunks into Parquet, index them in ClickHouse",
     long_about = "Join the consumer group: transform and inverse-transform chunks into Parquet, index them in ClickHouse.\n\n\
                   Start several processes (or use --workers) to share the work; at most one member per topic partition is busy.\n\
-                  `consumer game-rounds` runs the other pipeline's sink instead: game rounds from the staging-bets topic into ClickHouse.",
-    args_conflicts_with_subcommands = true
+                  `consumer game-rounds` runs the other pipeline's sink instead: game rounds from the staging-bets topic into ClickHouse."
 )]
 struct Cli {
     /// Configuration file layered over config/default.toml (environment SHARDFLOW__SECTION__KEY wins over both).

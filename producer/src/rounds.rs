@@ -285,7 +285,7 @@ impl RoundsPublisher {
         } else {
             codec = codec.with_schema_id(register_with_registry(registry, &subject).await?);
         }
-        Ok(Self { producer: kafka::producer(&config.kafka)?, index, codec, topic, max_in_flight: 10_000 })
+        Ok(Self { producer: kafka::bulk_producer(&config.kafka)?, index, codec, topic, max_in_flight: 20_000 })
     }
 
     /// Publish the CSV at `path` (already checked with [`RoundReader::open`]) as upload
