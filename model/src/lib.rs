@@ -1,7 +1,10 @@
 //! The transform model: mode-specific normalization, as GAN tabular synthesizers
 //! (CTGAN, CTAB-GAN) train on. Per continuous column a variational Gaussian mixture is
 //! fitted; rows are encoded as a scaled offset (`alpha`) from a sampled component plus a
-//! one-hot of that component, and decoded back.
+//! one-hot of that component, and decoded back. Categorical columns are one-hot over their
+//! categories; mixed columns (continuous with modal values such as 0 or null) give each
+//! modal value a slot of its own, as CTAB-GAN does. [`fit_column`] picks a column's kind
+//! from the configuration or infers it.
 //!
 //! Pure computation on Arrow arrays: no files, no network, no async runtime.
 //!
@@ -20,25 +23,39 @@
 //! ```
 #![warn(missing_docs)]
 
+mod categorical;
+mod column;
 mod estep;
 mod gmm;
+mod infer;
 mod kmeans;
 mod lanes;
+mod mixed;
+mod onehot;
 mod transform;
 
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, UInt8Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use categorical::fit_categories;
+pub use column::{ColumnKind, ColumnModel, KindSource};
 pub use gmm::{Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels, fit_streaming, fit_warm_start};
+pub use infer::{ColumnSpec, InferenceParams, Inferred, fit_column, infer_kind};
 pub use kmeans::kmeans_labels;
 pub use transform::{ALPHA_CLIP, Normalized, OneHot, denormalize, normalize};
 
-/// The `model.json` format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The `model.json` format this build writes.
+///
+/// Version 2 added categorical and mixed columns, `kind_source`, and null slots; a
+/// version-1 file (continuous columns only) reads unchanged, keeping its id.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest `model.json` format this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// What can go wrong fitting, loading or applying a model.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +89,9 @@ pub enum ModelError {
     },
     /// `model.json` written by a newer or older, incompatible build.
     #[error(
-        "model.json has format version {found}, this build reads version {FORMAT_VERSION}; \
-         refit with `producer fit` to write a current model"
+        "model.json has format version {found}, this build reads versions {OLDEST_FORMAT_VERSION} to \
+         {FORMAT_VERSION}; refit with `producer fit` to write a current model (or upgrade shardflow \
+         to read a newer one)"
     )]
     Version {
         /// The version in the file.
@@ -82,6 +100,23 @@ pub enum ModelError {
     /// `model.json` is not valid JSON of the expected shape.
     #[error("model.json is not a valid model: {0}")]
     Parse(#[from] serde_json::Error),
+    /// A categorical column has more distinct values than allowed.
+    #[error(
+        "column `{column}` has more than {max} distinct values: drop it from fit.columns, or raise \
+         fit.inference.max_categories"
+    )]
+    TooManyCategories {
+        /// The column.
+        column: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A numeric column has no finite value to fit a mixture on.
+    #[error("column `{0}` has no finite value to fit on: drop it, or declare it categorical in fit.kinds")]
+    NoValues(String),
+    /// A model whose columns lack what their kind needs.
+    #[error("invalid model: {0}")]
+    Invalid(String),
     /// The stored id does not match the content.
     #[error(
         "model id {stored} does not match its content (hash {computed}); the file was changed after fitting: refit"
@@ -92,46 +127,6 @@ pub enum ModelError {
         /// The hash of the content.
         computed: String,
     },
-}
-
-/// How a column is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnKind {
-    /// Numeric: Gaussian mixture, alpha plus one-hot.
-    Continuous,
-}
-
-/// The fitted encoding of one column.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnModel {
-    /// Column name in the input.
-    pub name: String,
-    /// How it is encoded.
-    pub kind: ColumnKind,
-    /// The fitted mixture.
-    pub mixture: Mixture,
-    /// The mixture components behind the one-hot columns, in output order.
-    pub one_hot: Vec<usize>,
-}
-
-impl ColumnModel {
-    /// A continuous column encoded with `mixture`.
-    pub fn continuous(name: impl Into<String>, mixture: Mixture) -> Self {
-        let one_hot = mixture.valid_components();
-        Self { name: name.into(), kind: ColumnKind::Continuous, mixture, one_hot }
-    }
-
-    /// Name of the alpha column in the transformed output.
-    pub fn alpha_name(&self) -> String {
-        format!("{}.normalized", self.name)
-    }
-
-    /// Names of the one-hot columns in the transformed output.
-    pub fn one_hot_names(&self) -> Vec<String> {
-        self.one_hot.iter().map(|k| format!("{}.component_{k}", self.name)).collect()
-    }
 }
 
 /// A fitted model over the columns of one dataset.
@@ -169,15 +164,19 @@ impl Model {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Parse `model.json`, checking its format version and content hash.
+    /// Parse `model.json`, checking its format version, content hash and columns.
+    ///
+    /// A format-1 file loads as it is (its continuous columns are a subset of format 2)
+    /// and keeps its id, so chunks it encodes keep their bytes.
     ///
     /// # Errors
-    /// [`ModelError::Version`] for another format version, [`ModelError::Parse`] for
-    /// malformed JSON, [`ModelError::IdMismatch`] when the content was edited.
+    /// [`ModelError::Version`] for a format this build does not read,
+    /// [`ModelError::Parse`] for malformed JSON, [`ModelError::IdMismatch`] when the
+    /// content was edited, [`ModelError::Invalid`] when a column lacks what its kind needs.
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
         let value: serde_json::Value = serde_json::from_str(text)?;
         let version = value.get("format_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
-        if version != u64::from(FORMAT_VERSION) {
+        if !(u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&version) {
             return Err(ModelError::Version { found: version });
         }
         let model: Self = serde_json::from_value(value)?;
@@ -185,40 +184,78 @@ impl Model {
         if computed != model.model_id {
             return Err(ModelError::IdMismatch { stored: model.model_id, computed });
         }
+        model.check()?;
         Ok(model)
+    }
+
+    /// Check every column (see [`ColumnModel::check`]) and that names are unique.
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] naming the first column at fault.
+    pub fn check(&self) -> Result<(), ModelError> {
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.columns {
+            c.check()?;
+            if !seen.insert(c.name.as_str()) {
+                return Err(ModelError::Invalid(format!("column `{}` appears twice", c.name)));
+            }
+        }
+        Ok(())
     }
 
     /// Schema of the input the model reads (and the inverse writes).
     pub fn input_schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns.iter().map(|c| Field::new(&c.name, DataType::Float64, true)).collect::<Vec<_>>(),
-        ))
+        Arc::new(Schema::new(self.columns.iter().map(ColumnModel::input_field).collect::<Vec<_>>()))
     }
 
-    /// Schema of the transformed output.
+    /// Schema of the transformed output: per column, in order, alpha, modal slots and
+    /// components (continuous, mixed), or one slot per category (categorical).
     pub fn transformed_schema(&self) -> SchemaRef {
-        let mut fields = Vec::new();
-        for c in &self.columns {
-            fields.push(Field::new(c.alpha_name(), DataType::Float64, true));
-            fields.extend(c.one_hot_names().into_iter().map(|n| Field::new(n, DataType::UInt8, true)));
-        }
-        Arc::new(Schema::new(fields))
+        Arc::new(Schema::new(self.columns.iter().flat_map(ColumnModel::output_fields).collect::<Vec<_>>()))
     }
 
-    /// Encode `batch`; component draws come from `seed` (see [`chunk_seed`]).
+    /// Encode `batch`; component draws come from `seed` (see [`chunk_seed`]). Values of
+    /// categorical columns that the fit never saw become all-zero rows; see
+    /// [`Model::transform_with_report`] for how many.
     ///
     /// # Errors
     /// [`ModelError::MissingColumn`] or [`ModelError::ColumnType`] when the batch does
-    /// not carry the model's columns as Float64.
+    /// not carry the model's columns (Float64 for continuous and mixed columns).
     pub fn transform(&self, batch: &RecordBatch, seed: u64) -> Result<RecordBatch, ModelError> {
+        self.transform_with_report(batch, seed).map(|(batch, _)| batch)
+    }
+
+    /// [`Model::transform`], also counting the rows whose category was not seen at fit.
+    ///
+    /// # Errors
+    /// As [`Model::transform`].
+    pub fn transform_with_report(
+        &self,
+        batch: &RecordBatch,
+        seed: u64,
+    ) -> Result<(RecordBatch, TransformReport), ModelError> {
         let mut arrays: Vec<ArrayRef> = Vec::new();
+        let mut report = TransformReport::default();
         for (i, c) in self.columns.iter().enumerate() {
-            let x = float_column(batch, &c.name)?;
-            let out = normalize(&c.mixture, x, seed.wrapping_add(i as u64));
-            arrays.push(Arc::new(out.alpha));
-            arrays.extend(out.one_hot.into_iter().map(|a| Arc::new(a) as ArrayRef));
+            match c.kind {
+                ColumnKind::Continuous | ColumnKind::Mixed => {
+                    let x = float_column(batch, &c.name)?;
+                    let out = mixed::encode(c.mixture()?, &c.modes, x, seed.wrapping_add(i as u64));
+                    arrays.push(Arc::new(out.alpha));
+                    arrays.extend(out.modes.into_iter().chain(out.components).map(|a| Arc::new(a) as ArrayRef));
+                }
+                ColumnKind::Categorical => {
+                    let (slots, unseen) = categorical::encode(&c.name, &c.categories, column(batch, &c.name)?)?;
+                    if unseen > 0 {
+                        report.unseen.push((c.name.clone(), unseen));
+                    }
+                    arrays.extend(slots.into_iter().map(|a| Arc::new(a) as ArrayRef));
+                }
+            }
         }
-        Ok(RecordBatch::try_new(self.transformed_schema(), arrays).expect("arrays match the transformed schema"))
+        let out = RecordBatch::try_new(self.transformed_schema(), arrays)
+            .map_err(|e| ModelError::Invalid(format!("transformed columns do not match the model: {e}")))?;
+        Ok((out, report))
     }
 
     /// Decode a transformed batch back to the input columns.
@@ -227,15 +264,34 @@ impl Model {
     /// [`ModelError::MissingColumn`] or [`ModelError::ColumnType`] when the batch is not
     /// shaped like [`Model::transformed_schema`].
     pub fn inverse(&self, batch: &RecordBatch) -> Result<RecordBatch, ModelError> {
+        let block = |names: Vec<String>| names.iter().map(|n| one_hot_column(batch, n)).collect::<Result<Vec<_>, _>>();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for c in &self.columns {
-            let alpha = float_column(batch, &c.alpha_name())?;
-            let one_hot =
-                c.one_hot_names().iter().map(|name| one_hot_column(batch, name)).collect::<Result<Vec<_>, _>>()?;
-            arrays.push(Arc::new(denormalize(&c.mixture, alpha, &one_hot)));
+            match c.kind {
+                ColumnKind::Continuous | ColumnKind::Mixed => {
+                    let alpha = float_column(batch, &c.alpha_name())?;
+                    let modes = block(c.mode_names())?;
+                    let components = block(c.one_hot_names())?;
+                    arrays.push(Arc::new(mixed::decode(c.mixture()?, &c.modes, alpha, &modes, &components)));
+                }
+                ColumnKind::Categorical => {
+                    let data_type = c.data_type.clone().unwrap_or(DataType::Utf8);
+                    let slots = block(c.category_names())?;
+                    arrays.push(categorical::decode(&c.name, &c.categories, &data_type, &slots, batch.num_rows())?);
+                }
+            }
         }
-        Ok(RecordBatch::try_new(self.input_schema(), arrays).expect("arrays match the input schema"))
+        RecordBatch::try_new(self.input_schema(), arrays)
+            .map_err(|e| ModelError::Invalid(format!("decoded columns do not match the model: {e}")))
     }
+}
+
+/// What a transform noticed beyond its output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransformReport {
+    /// Per categorical column with values the fit never saw: the column and how many rows
+    /// (encoded as all-zero rows, decoded as null).
+    pub unseen: Vec<(String, u64)>,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ModelError> {

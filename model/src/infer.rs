@@ -1,0 +1,198 @@
+//! Choosing a column's kind (given, or inferred from a sample) and fitting its encoding.
+
+use arrow_array::{Array, Float64Array};
+use arrow_schema::DataType;
+use serde::{Deserialize, Serialize};
+
+use crate::categorical::fit_categories;
+use crate::gmm::{ValidMixtureParams, fit};
+use crate::{ColumnKind, ColumnModel, KindSource, ModelError};
+
+/// How column kinds are inferred from a sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceParams {
+    /// A numeric column with at most this many distinct values, each seen 10 times on
+    /// average, is categorical.
+    pub categorical_max_distinct: usize,
+    /// A numeric value holding at least this share of a column's non-null values makes
+    /// the column mixed, with that value as a mode.
+    pub mode_min_share: f64,
+    /// Modes inferred per mixed column at most (the most frequent first).
+    pub max_modes: usize,
+    /// Categories a categorical column may have; more is an error (drop the column, or
+    /// raise this).
+    pub max_categories: usize,
+}
+
+impl Default for InferenceParams {
+    fn default() -> Self {
+        Self { categorical_max_distinct: 10, mode_min_share: 0.1, max_modes: 3, max_categories: 1000 }
+    }
+}
+
+impl InferenceParams {
+    /// Check the values.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParams`] naming the value out of range.
+    pub fn check(&self) -> Result<(), ModelError> {
+        if !(self.mode_min_share > 0.0 && self.mode_min_share <= 1.0) {
+            return Err(ModelError::InvalidParams("mode_min_share must be in (0, 1]".into()));
+        }
+        if self.max_categories == 0 {
+            return Err(ModelError::InvalidParams("max_categories must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What the dataset configuration says about one column; anything left `None` is inferred.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ColumnSpec {
+    /// The kind, when the configuration gives it.
+    pub kind: Option<ColumnKind>,
+    /// The modal values of a mixed column, when the configuration gives them (giving modes
+    /// implies `mixed`).
+    pub modes: Option<Vec<f64>>,
+}
+
+/// A kind with the modal values it needs (for mixed columns, without null).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inferred {
+    /// The kind.
+    pub kind: ColumnKind,
+    /// Modal values, most frequent first; empty unless mixed.
+    pub modes: Vec<f64>,
+}
+
+fn is_text_like(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Boolean
+            | DataType::Dictionary(..)
+            | DataType::Binary
+            | DataType::LargeBinary
+    )
+}
+
+/// The finite values of a numeric sample (nulls and NaN/infinity left out).
+fn finite_values(column: &str, sample: &dyn Array) -> Result<Vec<f64>, ModelError> {
+    let type_error = || ModelError::ColumnType {
+        column: column.to_string(),
+        found: sample.data_type().clone(),
+        expected: "a number",
+    };
+    if !sample.data_type().is_numeric() {
+        return Err(type_error());
+    }
+    let cast = arrow_cast::cast(sample, &DataType::Float64).map_err(|_| type_error())?;
+    let floats = cast.as_any().downcast_ref::<Float64Array>().ok_or_else(type_error)?;
+    Ok(floats.iter().flatten().filter(|v| v.is_finite()).collect())
+}
+
+/// Distinct values of `values` with their counts, most frequent first (ties: smaller
+/// value first).
+fn value_counts(values: &[f64]) -> Vec<(f64, usize)> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut counts: Vec<(f64, usize)> = Vec::new();
+    for v in sorted {
+        match counts.last_mut() {
+            // 0.0 and -0.0 are one value, as the transform compares them.
+            Some((last, n)) if *last == v => *n += 1,
+            _ => counts.push((v, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.total_cmp(&b.0)));
+    counts
+}
+
+/// Infer a column's kind from a sample: text, booleans and dictionaries are categorical;
+/// a number column with few distinct values, each repeated, is categorical; one with a
+/// value holding at least [`InferenceParams::mode_min_share`] of its rows is mixed; any
+/// other is continuous.
+///
+/// # Errors
+/// [`ModelError::ColumnType`] for a column that is neither text-like nor numeric.
+pub fn infer_kind(column: &str, sample: &dyn Array, params: &InferenceParams) -> Result<Inferred, ModelError> {
+    if is_text_like(sample.data_type()) {
+        return Ok(Inferred { kind: ColumnKind::Categorical, modes: Vec::new() });
+    }
+    let values = finite_values(column, sample)?;
+    let counts = value_counts(&values);
+    if !counts.is_empty() && counts.len() <= params.categorical_max_distinct && values.len() >= 10 * counts.len() {
+        return Ok(Inferred { kind: ColumnKind::Categorical, modes: Vec::new() });
+    }
+    let threshold = params.mode_min_share * values.len() as f64;
+    let modes: Vec<f64> =
+        counts.iter().take(params.max_modes).filter(|(_, n)| *n as f64 >= threshold).map(|(v, _)| *v).collect();
+    // A column that is nothing but its modes has nothing left to fit a mixture on.
+    let modal: usize = counts.iter().take(modes.len()).map(|(_, n)| n).sum();
+    if !modes.is_empty() && modal < values.len() {
+        return Ok(Inferred { kind: ColumnKind::Mixed, modes });
+    }
+    Ok(Inferred { kind: ColumnKind::Continuous, modes: Vec::new() })
+}
+
+/// Fit one column's encoding on `sample`, its kind taken from `spec` or inferred.
+///
+/// Categorical: the categories in first-seen order. Continuous: a mixture over the finite
+/// values, plus a null slot when the sample holds nulls. Mixed: the modes (given, or
+/// inferred), plus null when the sample holds nulls, and a mixture over the other values.
+///
+/// # Errors
+/// [`ModelError`] when the column's type does not suit its kind, it has no values to
+/// fit, or it has too many categories.
+pub fn fit_column(
+    name: &str,
+    sample: &dyn Array,
+    spec: &ColumnSpec,
+    inference: &InferenceParams,
+    mixture: &ValidMixtureParams,
+) -> Result<ColumnModel, ModelError> {
+    let (inferred, source) = match (spec.kind, &spec.modes) {
+        (Some(ColumnKind::Mixed) | None, Some(modes)) => {
+            (Inferred { kind: ColumnKind::Mixed, modes: modes.clone() }, KindSource::Config)
+        }
+        (Some(ColumnKind::Mixed), None) => {
+            let mut found = infer_kind(name, sample, inference)?;
+            found.kind = ColumnKind::Mixed;
+            (found, KindSource::Config)
+        }
+        (Some(kind), _) => (Inferred { kind, modes: Vec::new() }, KindSource::Config),
+        (None, None) => (infer_kind(name, sample, inference)?, KindSource::Inferred),
+    };
+    let null_mode = (sample.null_count() > 0).then_some(None);
+    let model = match inferred.kind {
+        ColumnKind::Categorical => {
+            let categories = fit_categories(name, sample, inference.max_categories)?;
+            ColumnModel::categorical(name, categories, sample.data_type().clone())
+        }
+        ColumnKind::Continuous => {
+            let values = finite_values(name, sample)?;
+            let mix = fit(&values, mixture).map_err(|e| in_column(name, e))?;
+            ColumnModel::continuous(name, mix).with_modes(null_mode.into_iter().collect())
+        }
+        ColumnKind::Mixed => {
+            let values = finite_values(name, sample)?;
+            let rest: Vec<f64> = values.iter().copied().filter(|v| !inferred.modes.contains(v)).collect();
+            // With only modal values left, fit on them: a degenerate mixture that no row uses.
+            let fit_on = if rest.is_empty() { &values } else { &rest };
+            let mix = fit(fit_on, mixture).map_err(|e| in_column(name, e))?;
+            let modes = inferred.modes.iter().map(|&m| Some(m)).chain(null_mode).collect();
+            ColumnModel::mixed(name, mix, modes)
+        }
+    };
+    Ok(model.with_source(source))
+}
+
+fn in_column(column: &str, source: ModelError) -> ModelError {
+    match source {
+        ModelError::EmptySample => ModelError::NoValues(column.to_string()),
+        other => other,
+    }
+}
