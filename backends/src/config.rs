@@ -1,6 +1,7 @@
 //! Typed configuration: `config/default.toml` (embedded), then an optional file, then
 //! `SHARDFLOW__SECTION__KEY` environment variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
-use shardflow_model::MixtureParams;
+use shardflow_model::{ColumnKind, ColumnSpec, InferenceParams, MixtureParams};
 
 /// The defaults every layer starts from.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -110,6 +111,56 @@ pub struct FitConfig {
     pub strategy: FitStrategy,
     /// Mixture hyper-parameters; its seed also seeds the row sample.
     pub mixture: MixtureParams,
+    /// Columns to fit, in order; empty: every column of the first shard.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Column kinds the dataset gives; columns not named here are inferred.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, ColumnKind>,
+    /// Modal values of mixed columns (naming a column here makes it mixed); a mixed
+    /// column not named here has its modes inferred.
+    #[serde(default)]
+    pub modes: BTreeMap<String, Vec<f64>>,
+    /// How kinds are inferred.
+    #[serde(default)]
+    pub inference: InferenceParams,
+}
+
+impl FitConfig {
+    /// What the configuration says about `column`.
+    pub fn spec(&self, column: &str) -> ColumnSpec {
+        ColumnSpec { kind: self.kinds.get(column).copied(), modes: self.modes.get(column).cloned() }
+    }
+
+    /// Whether any column is named (`columns`, `kinds` or `modes`): then the dataset is
+    /// fitted column by column, not as the single-column `Amount` dataset.
+    pub fn names_columns(&self) -> bool {
+        !self.columns.is_empty() || !self.kinds.is_empty() || !self.modes.is_empty()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.sample_rows_per_shard == 0 {
+            return Err("fit.sample_rows_per_shard must be at least 1".into());
+        }
+        self.mixture.clone().check().map_err(|e| format!("fit.mixture: {e}"))?;
+        self.inference.check().map_err(|e| format!("fit.inference: {e}"))?;
+        let listed = |name: &String| self.columns.is_empty() || self.columns.contains(name);
+        for (table, name) in self.kinds.keys().map(|n| ("kinds", n)).chain(self.modes.keys().map(|n| ("modes", n))) {
+            if !listed(name) {
+                return Err(format!("fit.{table} names `{name}`, which fit.columns does not list"));
+            }
+        }
+        for (name, modes) in &self.modes {
+            match self.kinds.get(name) {
+                None | Some(ColumnKind::Mixed) => {}
+                Some(kind) => return Err(format!("fit.modes gives modes for `{name}`, but fit.kinds makes it {kind}")),
+            }
+            if modes.is_empty() || modes.iter().any(|m| !m.is_finite()) {
+                return Err(format!("fit.modes.{name} must list finite values (nulls get their own slot anyway)"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a model is fitted over several shards (see the README's comparison).
@@ -253,10 +304,7 @@ impl Config {
                 self.kafka.prefetch_bytes, self.kafka.message_max_bytes
             ));
         }
-        if self.fit.sample_rows_per_shard == 0 {
-            return bad("fit.sample_rows_per_shard must be at least 1".into());
-        }
-        self.fit.mixture.clone().check().map_err(|e| ConfigError::Invalid(format!("fit.mixture: {e}")))?;
+        self.fit.check().map_err(ConfigError::Invalid)?;
         if self.consumer.retry_backoff > self.consumer.retry_backoff_max {
             return bad("consumer.retry_backoff must not exceed consumer.retry_backoff_max".into());
         }
@@ -301,5 +349,32 @@ mod tests {
         let mut config = Config::load(None).expect("defaults");
         config.clickhouse.database = "x; DROP TABLE y".into();
         assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn fit_kinds_and_modes_load_and_are_checked() {
+        let dataset = "[fit]\ncolumns = [\"city\", \"balance\"]\n[fit.kinds]\ncity = \"categorical\"\n\
+                       [fit.modes]\nbalance = [0.0]\n";
+        let config: Config =
+            Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(dataset)).extract().expect("loads");
+        config.check().expect("valid");
+        assert_eq!(config.fit.spec("city").kind, Some(ColumnKind::Categorical));
+        assert_eq!(config.fit.spec("balance").modes, Some(vec![0.0]));
+        assert!(config.fit.names_columns());
+        assert!(!Config::load(None).expect("defaults").fit.names_columns());
+
+        let typo = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[fit.kinds]\ncity = \"nominal\""));
+        assert!(typo.extract::<Config>().is_err(), "unknown kinds are refused");
+
+        let mut config = config;
+        config.fit.kinds.insert("balance".into(), ColumnKind::Continuous);
+        let err = config.check().expect_err("modes on a continuous column");
+        assert_eq!(
+            err.to_string(),
+            "configuration: fit.modes gives modes for `balance`, but fit.kinds makes it continuous"
+        );
+        config.fit.kinds.insert("zip".into(), ColumnKind::Categorical);
+        let err = config.check().expect_err("not listed");
+        assert!(err.to_string().contains("fit.kinds names `zip`, which fit.columns does not list"), "{err}");
     }
 }

@@ -110,7 +110,7 @@ pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>, FitError> {
     if shards.is_empty() { Err(none()) } else { Ok(shards) }
 }
 
-fn natural_key(name: &str) -> Vec<(String, u64)> {
+pub(crate) fn natural_key(name: &str) -> Vec<(String, u64)> {
     let mut key = Vec::new();
     let mut text = String::new();
     let mut digits = String::new();

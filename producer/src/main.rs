@@ -12,8 +12,11 @@ use shardflow_producer::api::{AppState, serve};
 use shardflow_producer::client::ApiClient;
 use shardflow_producer::fit::{fit_shards, list_shards, register, write_model};
 use shardflow_producer::generate::{GenerateOptions, generate};
+use shardflow_producer::inspect::{describe, load_model};
+use shardflow_producer::plot::{pick, plot};
 use shardflow_producer::publish::Publisher;
 use shardflow_producer::shard::{AMOUNT, Shard};
+use shardflow_producer::table::{fit_table, is_single_column, list_table_shards};
 
 #[derive(Parser)]
 #[command(
@@ -47,10 +50,16 @@ enum Command {
         seed: u64,
     },
     /// Fit the transform on a sample of every shard in a directory; write model.json and metadata.json; register the model.
+    ///
+    /// Shards of one numeric `Amount` column fit as before; any other table (several columns, CSV, or columns named
+    /// in fit.columns / fit.kinds / fit.modes) is fitted column by column, each kind given or inferred.
     Fit {
-        /// Directory of *.parquet shards.
+        /// Directory of *.parquet or *.csv shards.
         #[arg(long)]
         shards: PathBuf,
+        /// Dataset name recorded in the model (default: `Amount` for Amount shards, else the directory's name).
+        #[arg(long)]
+        dataset: Option<String>,
         /// Directory to write model.json and metadata.json into.
         #[arg(long)]
         out: PathBuf,
@@ -105,10 +114,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Print a model's components as a table: weight, mean, standard deviation, kept or not.
+    /// Print a model: per column its kind (given or inferred) and its components, modal slots or categories.
     Show {
-        /// A registered model id, or the path of a model.json.
+        /// A registered model id, a model directory, or the path of a model.json.
         id: String,
+    },
+    /// Write a PNG of a shard column's histogram with the fitted mixture density drawn over it.
+    Plot {
+        /// A registered model id, a model directory, or the path of a model.json.
+        id: String,
+        /// A Parquet or CSV shard holding the column.
+        #[arg(long)]
+        shard: PathBuf,
+        /// Column to plot (default: the model's first continuous or mixed column).
+        #[arg(long)]
+        column: Option<String>,
+        /// Output PNG (default: model-<id>-<column>.png in the current directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -146,29 +169,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let manifest = tokio::task::spawn_blocking(move || generate(&opts, &bar)).await??;
             println!("wrote {} rows in {} shards to {}", manifest.rows, manifest.shards.len(), out.display());
         }
-        Command::Fit { shards, out, sample_rows, no_register } => {
+        Command::Fit { shards, out, dataset, sample_rows, no_register } => {
             let mut fit_config = config.fit.clone();
             if let Some(n) = sample_rows {
                 fit_config.sample_rows_per_shard = n;
             }
-            let files = list_shards(&shards)?;
+            let files = list_table_shards(&shards)?;
             let bar = progress(files.len() as u64, "sample shards");
-            let (model, metadata) =
-                tokio::task::spawn_blocking(move || fit_shards(&files, AMOUNT, &fit_config, threads(), &bar)).await??;
+            let (model, metadata) = if is_single_column(&files, AMOUNT, &fit_config)? {
+                let files = list_shards(&shards)?;
+                tokio::task::spawn_blocking(move || fit_shards(&files, AMOUNT, &fit_config, threads(), &bar)).await??
+            } else {
+                let name = dataset.unwrap_or_else(|| {
+                    shards
+                        .canonicalize()
+                        .ok()
+                        .and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned()))
+                        .unwrap_or_else(|| "table".into())
+                });
+                tokio::task::spawn_blocking(move || fit_table(&files, &name, &fit_config, &bar)).await??
+            };
             write_model(&out, &model, &metadata)?;
             if !no_register {
                 let index = Index::connect(&config.clickhouse).await?;
                 register(&index, &out, &model, &metadata).await?;
             }
-            let column = &model.columns[0];
+            let sampled = metadata.columns.first().map_or(0, |c| c.sampled);
             println!(
-                "model {} fitted on {} sampled rows: {} of {} components valid; wrote {}",
+                "model {} fitted on {sampled} sampled rows; wrote {}",
                 model.model_id,
-                metadata.columns[0].sampled,
-                column.one_hot.len(),
-                column.mixture.weights.len(),
                 out.join("model.json").display()
             );
+            for column in &model.columns {
+                let source = column.kind_source.map_or(String::new(), |s| format!(" ({s})"));
+                let shape = match &column.mixture {
+                    Some(m) => format!("{} of {} components valid", column.one_hot.len(), m.weights.len()),
+                    None => format!("{} categories", column.categories.len()),
+                };
+                let modes = if column.modes.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} modal slots", column.modes.len())
+                };
+                println!("  {}: {}{source}, {shape}{modes}", column.name, column.kind);
+            }
         }
         Command::Publish { files, model } => {
             // Check every shard before publishing any, keeping their row counts.
@@ -197,14 +241,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Model(ModelCommand::Show { id }) => {
-            let model = if std::path::Path::new(&id).is_file() {
-                Model::from_json(&std::fs::read_to_string(&id).with_context(|| format!("reading {id}"))?)?
-            } else {
-                let index = Index::connect(&config.clickhouse).await?;
-                let row = index.model(&id).await?.with_context(|| format!("no registered model {id}"))?;
-                Model::from_json(&row.model_json)?
-            };
-            print!("{}", describe(&model));
+            print!("{}", describe(&load_model(&id, &config).await?));
+        }
+        Command::Model(ModelCommand::Plot { id, shard, column, out }) => {
+            let model = load_model(&id, &config).await?;
+            let out = out.unwrap_or_else(|| {
+                let name = pick(&model, column.as_deref()).map(|c| c.name.clone()).unwrap_or_default();
+                PathBuf::from(format!("model-{}-{name}.png", model.model_id))
+            });
+            let shown = out.display().to_string();
+            let done = tokio::task::spawn_blocking(move || plot(&model, column.as_deref(), &shard, &out)).await??;
+            println!(
+                "wrote {shown}: column {} ({} values binned, {} modal or null left out)",
+                done.column, done.values, done.modal
+            );
         }
         Command::Jobs { status, dataset, limit, api } => {
             let client = ApiClient::new(&api.unwrap_or_else(|| default_api(&config)));
@@ -235,30 +285,6 @@ fn default_api(config: &Config) -> String {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     format!("http://{address}")
-}
-
-/// The model as a table, one row per mixture component.
-fn describe(model: &Model) -> String {
-    let mut out = format!("model {} (dataset {}, format {})\n", model.model_id, model.dataset, model.format_version);
-    for column in &model.columns {
-        let m = &column.mixture;
-        out += &format!(
-            "\ncolumn {} ({:?}): {} of {} components kept, {} iterations, converged: {}, lower bound {:.6}\n",
-            column.name,
-            column.kind,
-            column.one_hot.len(),
-            m.weights.len(),
-            m.n_iter,
-            m.converged,
-            m.lower_bound
-        );
-        out += &format!("{:>9} {:>10} {:>14} {:>14} {:>8}\n", "component", "weight", "mean", "std", "one-hot");
-        for k in 0..m.weights.len() {
-            let slot = column.one_hot.iter().position(|&j| j == k).map_or("-".to_string(), |p| p.to_string());
-            out += &format!("{k:>9} {:>10.6} {:>14.6} {:>14.6} {slot:>8}\n", m.weights[k], m.means[k], m.stds[k]);
-        }
-    }
-    out
 }
 
 async fn shutdown_signal() {

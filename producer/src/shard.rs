@@ -29,6 +29,14 @@ pub enum ShardError {
         /// What the Parquet reader said.
         reason: String,
     },
+    /// The file is not CSV with a header row.
+    #[error("shard {path} is not a readable CSV file with a header row: {reason}")]
+    NotCsv {
+        /// The shard.
+        path: String,
+        /// What the CSV reader said.
+        reason: String,
+    },
     /// The column is missing.
     #[error("shard {path} has no column `{column}` (columns: {available})")]
     MissingColumn {
@@ -165,6 +173,17 @@ pub struct ShardStats {
     pub max: f64,
 }
 
+/// Row indices to keep when sampling `n` of `rows` rows: drawn uniformly without
+/// replacement (seeded), ascending; `None` (keep every row) when there are no more than `n`.
+pub fn sample_rows(rows: usize, n: usize, seed: u64) -> Option<Vec<usize>> {
+    (rows > n).then(|| {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut idx = rand::seq::index::sample(&mut rng, rows, n).into_vec();
+        idx.sort_unstable();
+        idx
+    })
+}
+
 /// Read the whole column once: up to `n` finite values drawn uniformly without
 /// replacement (seeded), plus the shard's statistics.
 ///
@@ -174,13 +193,7 @@ pub fn sample(path: &Path, column: &str, n: usize, seed: u64) -> Result<(Vec<f64
     let shard = Shard::open(path, column)?;
     let rows = shard.rows();
     let rows_usize = usize::try_from(rows).unwrap_or(usize::MAX);
-    // Row indices to keep, ascending; all of them when the shard is small.
-    let picks: Option<Vec<usize>> = (rows_usize > n).then(|| {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut idx = rand::seq::index::sample(&mut rng, rows_usize, n).into_vec();
-        idx.sort_unstable();
-        idx
-    });
+    let picks = sample_rows(rows_usize, n, seed);
     let mut stats = ShardStats {
         file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         rows,

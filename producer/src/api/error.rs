@@ -158,6 +158,7 @@ impl From<ShardError> for ApiError {
         match e {
             ShardError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "file_not_found", e.to_string()),
             ShardError::NotParquet { .. } => Self::new(StatusCode::BAD_REQUEST, "not_parquet", e.to_string()),
+            ShardError::NotCsv { .. } => Self::new(StatusCode::BAD_REQUEST, "not_csv", e.to_string()),
             ShardError::MissingColumn { .. } | ShardError::ColumnType { .. } => {
                 Self::new(StatusCode::BAD_REQUEST, "bad_shard_schema", e.to_string())
             }

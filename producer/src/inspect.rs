@@ -1,0 +1,92 @@
+//! `producer model show|plot`: finding a model by id or path, and printing it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use shardflow_backends::{Config, Index};
+use shardflow_model::{ColumnKind, ColumnModel, Model};
+
+/// Categories printed per column at most.
+const SHOWN_CATEGORIES: usize = 50;
+
+/// Load a model named by `id`: a `model.json` path, a directory holding one (under
+/// `storage.model_root` or not), or a model id registered in ClickHouse.
+///
+/// # Errors
+/// A one-line reason when the file is not a valid model or no model has that id.
+pub async fn load_model(id: &str, config: &Config) -> anyhow::Result<Model> {
+    let read = |path: &Path| -> anyhow::Result<Model> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Model::from_json(&text).with_context(|| format!("loading {}", path.display()))
+    };
+    let given = Path::new(id);
+    if given.is_file() {
+        return read(given);
+    }
+    for dir in [given.to_path_buf(), config.storage.model_root.join(id)] {
+        if dir.join("model.json").is_file() {
+            return read(&dir.join("model.json"));
+        }
+    }
+    let index = Index::connect(&config.clickhouse).await?;
+    let row = index.model(id).await?.with_context(|| {
+        format!(
+            "no model {id}: not a model.json path, not under {}, not registered",
+            config.storage.model_root.display()
+        )
+    })?;
+    Ok(Model::from_json(&row.model_json)?)
+}
+
+/// The model as text: per column its kind and where the kind came from, then its
+/// components (continuous, mixed) with its modal slots, or its categories.
+pub fn describe(model: &Model) -> String {
+    let mut out = format!("model {} (dataset {}, format {})\n", model.model_id, model.dataset, model.format_version);
+    for column in &model.columns {
+        let source = column.kind_source.map_or("kind not recorded: format 1".to_string(), |s| s.to_string());
+        let _ = write!(out, "\ncolumn {}: {} ({source})", column.name, column.kind);
+        match column.kind {
+            ColumnKind::Categorical => describe_categories(&mut out, column),
+            ColumnKind::Continuous | ColumnKind::Mixed => describe_mixture(&mut out, column),
+        }
+    }
+    out
+}
+
+fn describe_categories(out: &mut String, column: &ColumnModel) {
+    let data_type = column.data_type.as_ref().map_or("?".to_string(), ToString::to_string);
+    let _ = writeln!(out, ", {} categories in first-seen order, input {data_type}", column.categories.len());
+    let _ = writeln!(out, "{:>8}  category", "one-hot");
+    for (slot, category) in column.categories.iter().enumerate().take(SHOWN_CATEGORIES) {
+        let _ = writeln!(out, "{slot:>8}  {}", category.as_deref().unwrap_or("(null)"));
+    }
+    if column.categories.len() > SHOWN_CATEGORIES {
+        let _ = writeln!(out, "{:>8}  ... {} more", "", column.categories.len() - SHOWN_CATEGORIES);
+    }
+}
+
+fn describe_mixture(out: &mut String, column: &ColumnModel) {
+    let Some(m) = &column.mixture else {
+        let _ = writeln!(out, ", no mixture");
+        return;
+    };
+    let _ = writeln!(
+        out,
+        ": {} of {} components kept, {} iterations, converged: {}, lower bound {:.6}",
+        column.one_hot.len(),
+        m.weights.len(),
+        m.n_iter,
+        m.converged,
+        m.lower_bound
+    );
+    for (name, mode) in column.mode_names().iter().zip(&column.modes) {
+        let value = mode.map_or("null".to_string(), |v| v.to_string());
+        let _ = writeln!(out, "  modal slot {name}: {value} (alpha 0, comes back exactly)");
+    }
+    let _ = writeln!(out, "{:>9} {:>10} {:>14} {:>14} {:>8}", "component", "weight", "mean", "std", "one-hot");
+    for k in 0..m.weights.len() {
+        let slot = column.one_hot.iter().position(|&j| j == k).map_or("-".to_string(), |p| p.to_string());
+        let _ = writeln!(out, "{k:>9} {:>10.6} {:>14.6} {:>14.6} {slot:>8}", m.weights[k], m.means[k], m.stds[k]);
+    }
+}
