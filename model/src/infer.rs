@@ -127,15 +127,20 @@ pub fn infer_kind(column: &str, sample: &dyn Array, params: &InferenceParams) ->
     if !counts.is_empty() && counts.len() <= params.categorical_max_distinct && values.len() >= 10 * counts.len() {
         return Ok(Inferred { kind: ColumnKind::Categorical, modes: Vec::new() });
     }
-    let threshold = params.mode_min_share * values.len() as f64;
-    let modes: Vec<f64> =
-        counts.iter().take(params.max_modes).filter(|(_, n)| *n as f64 >= threshold).map(|(v, _)| *v).collect();
+    let modes = modes_of(&values, &counts, params);
     // A column that is nothing but its modes has nothing left to fit a mixture on.
     let modal: usize = counts.iter().take(modes.len()).map(|(_, n)| n).sum();
     if !modes.is_empty() && modal < values.len() {
         return Ok(Inferred { kind: ColumnKind::Mixed, modes });
     }
     Ok(Inferred { kind: ColumnKind::Continuous, modes: Vec::new() })
+}
+
+/// The values holding at least [`InferenceParams::mode_min_share`] of `values`, most
+/// frequent first, [`InferenceParams::max_modes`] at most.
+fn modes_of(values: &[f64], counts: &[(f64, usize)], params: &InferenceParams) -> Vec<f64> {
+    let threshold = params.mode_min_share * values.len() as f64;
+    counts.iter().take(params.max_modes).filter(|(_, n)| *n as f64 >= threshold).map(|(v, _)| *v).collect()
 }
 
 /// Fit one column's encoding on `sample`, its kind taken from `spec` or inferred.
@@ -159,9 +164,12 @@ pub fn fit_column(
             (Inferred { kind: ColumnKind::Mixed, modes: modes.clone() }, KindSource::Config)
         }
         (Some(ColumnKind::Mixed), None) => {
-            let mut found = infer_kind(name, sample, inference)?;
-            found.kind = ColumnKind::Mixed;
-            (found, KindSource::Config)
+            let values = finite_values(name, sample)?;
+            let modes = modes_of(&values, &value_counts(&values), inference);
+            if modes.is_empty() {
+                return Err(ModelError::NoModes(name.to_string()));
+            }
+            (Inferred { kind: ColumnKind::Mixed, modes }, KindSource::Config)
         }
         (Some(kind), _) => (Inferred { kind, modes: Vec::new() }, KindSource::Config),
         (None, None) => (infer_kind(name, sample, inference)?, KindSource::Inferred),

@@ -114,6 +114,12 @@ pub enum ModelError {
     /// A numeric column has no finite value to fit a mixture on.
     #[error("column `{0}` has no finite value to fit on: drop it, or declare it categorical in fit.kinds")]
     NoValues(String),
+    /// A column configured as mixed has no value frequent enough to be a mode.
+    #[error(
+        "column `{0}` is mixed in fit.kinds, but no value holds fit.inference.mode_min_share of its rows: \
+         give its modes in fit.modes"
+    )]
+    NoModes(String),
     /// A model whose columns lack what their kind needs.
     #[error("invalid model: {0}")]
     Invalid(String),

@@ -259,6 +259,17 @@ fn bad_files_and_columns_are_clear_errors() {
         "column `x` has no finite value to fit on: drop it, or declare it categorical in fit.kinds"
     );
 
+    let spread: Float64Array = (0..100).map(|i| Some(f64::from(i))).collect();
+    let mixed = ColumnSpec { kind: Some(ColumnKind::Mixed), modes: None };
+    let err = fit_column("s", &spread, &mixed, &InferenceParams::default(), &params()).expect_err("no modes");
+    assert!(matches!(err, ModelError::NoModes(ref c) if c == "s"), "{err}");
+    let zeros: Float64Array = (0..100).map(|i| Some(if i % 3 == 0 { 0.0 } else { f64::from(i) })).collect();
+    let given = fit_column("z", &zeros, &mixed, &InferenceParams::default(), &params()).expect("modes inferred");
+    assert_eq!(
+        (given.kind, given.kind_source, given.modes.clone()),
+        (ColumnKind::Mixed, Some(KindSource::Config), vec![Some(0.0)])
+    );
+
     let text = StringArray::from(vec!["a"]);
     let err = fit_column("t", &text, &numeric, &InferenceParams::default(), &params()).expect_err("text");
     assert!(matches!(err, ModelError::ColumnType { .. }), "{err}");

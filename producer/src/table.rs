@@ -330,6 +330,7 @@ pub fn fit_table(
         columns.push(column);
     }
     let model = Model::new(dataset, columns);
+    model.check().map_err(|source| FitError::Model { column: "*".into(), source })?;
     let metadata = Metadata {
         model_id: model.model_id.clone(),
         format_version: FORMAT_VERSION,
