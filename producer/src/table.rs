@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 use indicatif::ProgressBar;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use shardflow_backends::config::FitConfig;
+use shardflow_backends::config::{FitConfig, FitStrategy};
 use shardflow_model::{ColumnKind, ColumnModel, FORMAT_VERSION, Model};
 
 use crate::fit::{ColumnMetadata, FitError, Metadata, natural_key};
@@ -336,6 +336,8 @@ pub fn fit_table(
         format_version: FORMAT_VERSION,
         dataset: dataset.to_string(),
         seed,
+        // Tables pool their samples whatever fit.strategy says (see the README).
+        strategy: FitStrategy::Pooled,
         sample_rows_per_shard: config.sample_rows_per_shard,
         created_at: shardflow_backends::index::unix_now(),
         columns: metadata_columns,
