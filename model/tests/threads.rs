@@ -40,7 +40,7 @@ fn fits_are_bit_identical_on_1_2_and_8_threads() {
         assert_eq!(serde_json::to_string(&other_warm).ok(), serde_json::to_string(&warm).ok());
         assert_eq!(serde_json::to_string(&other_streamed).ok(), serde_json::to_string(&streamed).ok());
     }
-    assert!(model.columns[0].mixture.n_iter > 1);
+    assert!(model.columns[0].mixture().expect("continuous").n_iter > 1);
 }
 
 #[test]
