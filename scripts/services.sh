@@ -2,7 +2,7 @@
 # Install (when missing) and run the real services shardflow talks to, on loopback only:
 #   ClickHouse  HTTP 127.0.0.1:8123, native 127.0.0.1:9000  (Debian's clickhouse-server)
 #   tansu       Kafka API 127.0.0.1:9092, durable SQLite storage (built from crates.io with
-#               the patches in scripts/tansu/ applied, into .services/bin/tansu)
+#               the patches in scripts/tansu/patches/ applied, into .services/bin/tansu)
 # State lives in .services/ at the repository root (git ignores it).
 #
 # usage: scripts/services.sh up|down|status|clickhouse-up|stop-clickhouse|kill-clickhouse|start-clickhouse
@@ -46,16 +46,18 @@ apt_install() {
 }
 
 # What the installed broker was built from.
-tansu_stamp() { cat "$root"/scripts/tansu/{Cargo.toml,Cargo.lock,*.patch} | sha256sum | cut -d' ' -f1; }
+tansu_stamp() { cat "$root"/scripts/tansu/{Cargo.toml,Cargo.lock} "$root"/scripts/tansu/patches/*/*.patch | sha256sum | cut -d' ' -f1; }
 
-# tansu from scripts/tansu/ (the published tansu crate) with scripts/tansu/*.patch applied to
-# the tansu-broker crate it depends on (a fix to its group coordinator, see the patch). Cargo
-# downloads and checksums tansu-broker; the copy it patches is what [patch.crates-io] uses.
+# tansu from scripts/tansu/ (the published tansu crate) with scripts/tansu/patches/<crate>/*.patch
+# applied to the tansu crates it depends on (fixes to the group coordinator and to the SQLite
+# engine, see the patches). Cargo downloads and checksums each crate; the copies it patches are
+# what [patch.crates-io] uses.
+patched_crates=(tansu-broker tansu-storage)
 install_tansu() {
   local build="$state/tansu-build"
-  say "building tansu $tansu_version (Kafka-compatible broker) with scripts/tansu/*.patch;" \
+  say "building tansu $tansu_version (Kafka-compatible broker) with scripts/tansu/patches;" \
     "the first build takes ~25 minutes on 2 cores"
-  rm -rf "$build/fetch" "$build/tansu" "$build/tansu-broker"
+  rm -rf "$build/fetch" "$build/tansu" "${patched_crates[@]/#/$build/}"
   mkdir -p "$build/fetch/src" "$state/bin"
   cat >"$build/fetch/Cargo.toml" <<TOML
 [package]
@@ -72,15 +74,17 @@ TOML
   : >"$build/fetch/src/lib.rs"
   cargo metadata --format-version 1 --manifest-path "$build/fetch/Cargo.toml" >"$build/metadata.json" \
     || fail "cargo could not fetch tansu-broker $tansu_version from crates.io"
-  local source
-  source=$(grep -o "\"manifest_path\":\"[^\"]*/tansu-broker-$tansu_version/Cargo.toml\"" "$build/metadata.json" \
-    | head -1 | sed -e 's/^"manifest_path":"//' -e 's#/Cargo.toml"$##') || true
-  [ -d "$source" ] || fail "no source of tansu-broker $tansu_version in cargo's registry"
-  cp -R "$source" "$build/tansu-broker"
   cp -R "$root/scripts/tansu" "$build/tansu"
-  chmod -R u+w "$build/tansu-broker" "$build/tansu"
-  for p in "$root"/scripts/tansu/*.patch; do
-    patch --quiet -d "$build/tansu-broker" -p1 <"$p" || fail "$p does not apply to tansu-broker $tansu_version"
+  local crate source
+  for crate in "${patched_crates[@]}"; do
+    source=$(grep -o "\"manifest_path\":\"[^\"]*/$crate-$tansu_version/Cargo.toml\"" "$build/metadata.json" \
+      | head -1 | sed -e 's/^"manifest_path":"//' -e 's#/Cargo.toml"$##') || true
+    [ -d "$source" ] || fail "no source of $crate $tansu_version in cargo's registry"
+    cp -R "$source" "$build/$crate"
+    chmod -R u+w "$build/$crate"
+    for p in "$root/scripts/tansu/patches/$crate"/*.patch; do
+      patch --quiet -d "$build/$crate" -p1 <"$p" || fail "$p does not apply to $crate $tansu_version"
+    done
   done
   CARGO_TARGET_DIR="$build/target" cargo build --release --locked --bin tansu --features dynostore,libsql \
     --manifest-path "$build/tansu/Cargo.toml" || fail "building tansu failed"
