@@ -335,8 +335,10 @@ pub struct JobQuery {
     /// Submitted before: `YYYY-MM-DD` or RFC 3339.
     pub until: Option<String>,
     /// Page, from 1.
+    #[param(minimum = 1)]
     pub page_num: Option<u64>,
     /// Jobs per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<u64>,
 }
 

@@ -47,8 +47,10 @@ impl From<ModelSummary> for ModelItem {
 #[into_params(parameter_in = Query)]
 pub struct ModelQuery {
     /// Page, from 1.
+    #[param(minimum = 1)]
     pub page_num: Option<u64>,
     /// Models per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<u64>,
 }
 

@@ -218,8 +218,10 @@ pub struct AggregateQuery {
     /// Hours before: `YYYY-MM-DD` or RFC 3339.
     pub end_date: Option<String>,
     /// Page, from 1.
+    #[param(minimum = 1)]
     pub page_num: Option<u64>,
     /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub page_size: Option<u64>,
 }
 
