@@ -3,12 +3,13 @@
 //! runs against the real broker and ClickHouse with a consumer process, so that jobs can
 //! finish; whatever schemathesis sends, bounded in examples, no answer may be a 5xx.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use shardflow_backends::testing::TestEnv;
-use shardflow_producer::api::{AppState, serve};
 
 const TOKEN: &str = "fuzz-token";
 
@@ -31,13 +32,7 @@ async fn no_request_gets_a_server_error() {
         c.fit.sample_rows_per_shard = 2_000;
         c.publish.chunk_rows = 1_000;
     });
-    let state = AppState::new(env.config.clone()).await.expect("services are up (scripts/services.sh up)");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let base = common::serve_api(&env.config).await;
     // Jobs submitted with "wait" finish only if someone transforms them.
     let _consumer = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
         .arg("--config")
@@ -73,6 +68,4 @@ async fn no_request_gets_a_server_error() {
     assert!(tested >= 13, "schemathesis tested {tested} operations, the API has 13:\n{report}");
     let cases = figure("Test cases:").unwrap_or_else(|| panic!("no case count in the report:\n{report}"));
     assert!(cases >= 100, "schemathesis generated only {cases} cases:\n{report}");
-    let _ = stop.send(());
-    let _ = api.await;
 }

@@ -5,13 +5,14 @@
 //! the hourly aggregates must equal those computed here from the CSV, walking every page
 //! must return each aggregate once, and the upload must reconcile as complete.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shardflow_backends::testing::{TestEnv, eventually};
-use shardflow_producer::api::{AppState, serve};
 
 const ROWS: usize = 200_000;
 const GAMES: [(&str, &str); 5] = [
@@ -125,13 +126,7 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
         c.game_rounds.batch_rows = 20_000;
         c.game_rounds.flush_interval = Duration::from_millis(500);
     });
-    let state = AppState::new(env.config.clone()).await.expect("services are up (scripts/services.sh up)");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let base = common::serve_api(&env.config).await;
     // The sink runs while the upload is published, as it would in production.
     let mut sink = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
         .arg("--config")
@@ -250,7 +245,5 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
         published_after.as_secs_f64(),
         ROWS as f64 / seconds
     );
-    let _ = stop.send(());
-    let _ = api.await;
     let _ = sink.start_kill();
 }

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 use shardflow_backends::testing::TestEnv;
 use shardflow_backends::{Index, part_name};
 use shardflow_model::ALPHA_CLIP;
-use shardflow_producer::api::{AppState, JobView, TransformResponse, serve};
+use shardflow_producer::api::{JobView, TransformResponse};
 use shardflow_producer::fit::{fit_shards, list_shards, register, write_model};
 use shardflow_producer::generate::{GenerateOptions, generate, shard_file_name};
 use shardflow_producer::shard::{AMOUNT, Shard};
@@ -73,10 +73,7 @@ async fn shards_flow_through_kafka_into_parquet_and_clickhouse() {
     let _first = spawn_consumer(&env);
     let _second = spawn_consumer(&env);
 
-    let state = AppState::new(env.config.clone()).await.expect("API state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(serve(listener, state, std::future::pending()));
+    let base = common::serve_api(&env.config).await;
 
     let shard = shards_dir.join(shard_file_name(1));
     let client = reqwest::Client::new();

@@ -14,10 +14,20 @@ use shardflow_backends::testing::{TestEnv, eventually};
 use shardflow_backends::{Config, Index, inverse_dir, part_name, transform_dir};
 use shardflow_model::{ALPHA_CLIP, Model};
 use shardflow_producer::fit::{fit_shards, register, write_model};
+use shardflow_producer::api::{AppState, serve};
 use shardflow_producer::generate::{GenerateOptions, generate, shard_file_name};
 use shardflow_producer::publish::{Published, Publisher};
 use shardflow_producer::shard::{AMOUNT, Shard};
 use tokio::process::{Child, Command};
+
+/// The API served in process on a free port until the test's runtime ends; its base URL.
+pub async fn serve_api(config: &Config) -> String {
+    let state = AppState::new(config.clone()).await.expect("services are up (scripts/services.sh up)");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(serve(listener, state, std::future::pending()));
+    base
+}
 
 /// One shard, a registered model, and the environment around them.
 pub struct Dataset {
