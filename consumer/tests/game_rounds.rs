@@ -105,17 +105,6 @@ fn utf16_with_bom(text: &str) -> Vec<u8> {
     bytes
 }
 
-fn multipart(field: &str, file_name: &str, content: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "shardflow-test-boundary-7d1f";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: text/csv\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
 fn to_cents(x: &Value) -> i64 {
     (x.as_f64().expect("a number") * 100.0).round() as i64
 }
@@ -140,7 +129,7 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
 
     let (text, bad_lines, expected) = game_rounds_csv();
     let csv = utf16_with_bom(&text);
-    let (content_type, body) = multipart("csv_file", "rounds.csv", &csv);
+    let (content_type, body) = common::multipart("csv_file", "rounds.csv", &csv);
     let client = reqwest::Client::new();
     let started = Instant::now();
     let response = client

@@ -29,6 +29,18 @@ pub async fn serve_api(config: &Config) -> String {
     base
 }
 
+/// A multipart/form-data body holding one file field; its content type and bytes.
+pub fn multipart(field: &str, file_name: &str, content: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "shardflow-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 /// One shard, a registered model, and the environment around them.
 pub struct Dataset {
     pub env: TestEnv,
