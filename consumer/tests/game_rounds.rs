@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shardflow_backends::testing::{TestEnv, eventually};
+use shardflow_backends::testing::TestEnv;
 
 const ROWS: usize = 200_000;
 const GAMES: [(&str, &str); 5] = [
@@ -117,31 +116,13 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
     });
     let base = common::serve_api(&env.config).await;
     // The sink runs while the upload is published, as it would in production.
-    let mut sink = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
-        .arg("--config")
-        .arg(&env.config_path)
-        .arg("game-rounds")
-        .env("RUST_LOG", std::env::var("SHARDFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start consumer game-rounds");
+    let _sink = common::rounds_sink(&env.config_path);
 
     let (text, bad_lines, expected) = game_rounds_csv();
     let csv = utf16_with_bom(&text);
-    let (content_type, body) = common::multipart("csv_file", "rounds.csv", &csv);
-    let client = reqwest::Client::new();
     let started = Instant::now();
-    let response = client
-        .post(format!("{base}/csv_upload"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("upload");
+    let upload = common::upload_csv(&base, &csv).await;
     let published_after = started.elapsed();
-    assert_eq!(response.status(), 200);
-    let upload: Value = response.json().await.expect("JSON");
     assert_eq!(upload["rows_read"], (ROWS + bad_lines.len()) as u64, "{upload}");
     assert_eq!(upload["rows_published"], ROWS as u64);
     assert_eq!(upload["bad_rows"], bad_lines.len() as u64);
@@ -154,14 +135,7 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
     assert_eq!(reported, bad_lines, "bad rows are reported with their lines: {}", upload["bad_row_samples"]);
     let id = upload["upload_id"].as_str().expect("id").to_string();
 
-    let view = eventually("the upload to reconcile as complete", Duration::from_secs(180), || {
-        let (client, url) = (client.clone(), format!("{base}/uploads/{id}"));
-        async move {
-            let view: Value = client.get(url).send().await.ok()?.json().await.ok()?;
-            (view["status"] == "complete").then_some(view)
-        }
-    })
-    .await;
+    let view = common::reconciled(&base, &id, Duration::from_secs(180)).await;
     let in_clickhouse_after = started.elapsed();
     assert_eq!(view["rows_in_clickhouse"], ROWS as u64);
     assert_eq!(view["hours"], 72);
@@ -180,6 +154,7 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
     });
 
     // Walk every page: each aggregate once, each equal to the CSV's.
+    let client = reqwest::Client::new();
     let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
     let mut next = Some(format!("/aggregated_game_rounds?page_size=1000"));
     let mut pages = 0;
@@ -234,5 +209,4 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
         published_after.as_secs_f64(),
         ROWS as f64 / seconds
     );
-    let _ = sink.start_kill();
 }

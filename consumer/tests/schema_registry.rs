@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use shardflow_backends::testing::{TestEnv, eventually};
+use shardflow_backends::testing::TestEnv;
 use shardflow_schemas::rounds::GAME_ROUND_AVSC;
 
 const REGISTRY_ID: u32 = 4242;
@@ -89,38 +89,13 @@ async fn a_configured_registry_numbers_the_schema_and_the_sink_reads_through_it(
         c.game_rounds.flush_interval = Duration::from_millis(200);
     });
     let base = common::serve_api(&env.config).await;
-    let _sink = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer"))
-        .arg("--config")
-        .arg(&env.config_path)
-        .arg("game-rounds")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start consumer game-rounds");
+    let _sink = common::rounds_sink(&env.config_path);
 
-    let client = reqwest::Client::new();
-    let (content_type, body) = common::multipart("csv_file", "rounds.csv", csv().as_bytes());
-    let response = client
-        .post(format!("{base}/csv_upload"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(response.status(), 200);
-    let upload: Value = response.json().await.expect("JSON");
+    let upload = common::upload_csv(&base, csv().as_bytes()).await;
     assert_eq!(upload["rows_published"], ROWS as u64, "{upload}");
     let id = upload["upload_id"].as_str().expect("id").to_string();
 
-    let view = eventually("the upload to reconcile as complete", Duration::from_secs(120), || {
-        let (client, url) = (client.clone(), format!("{base}/uploads/{id}"));
-        async move {
-            let view: Value = client.get(url).send().await.ok()?.json().await.ok()?;
-            (view["status"] == "complete").then_some(view)
-        }
-    })
-    .await;
+    let view = common::reconciled(&base, &id, Duration::from_secs(120)).await;
     assert_eq!(view["rows_in_clickhouse"], ROWS as u64, "{view}");
     assert_eq!(view["hours_mismatched"], json!([]), "{view}");
 

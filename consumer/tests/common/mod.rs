@@ -30,7 +30,7 @@ pub async fn serve_api(config: &Config) -> String {
 }
 
 /// A multipart/form-data body holding one file field; its content type and bytes.
-pub fn multipart(field: &str, file_name: &str, content: &[u8]) -> (String, Vec<u8>) {
+fn multipart(field: &str, file_name: &str, content: &[u8]) -> (String, Vec<u8>) {
     let boundary = "shardflow-test-boundary-7d1f";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: text/csv\r\n\r\n"
@@ -39,6 +39,45 @@ pub fn multipart(field: &str, file_name: &str, content: &[u8]) -> (String, Vec<u
     body.extend_from_slice(content);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Upload `csv` to `POST /csv_upload`; the answer, which must be 200.
+pub async fn upload_csv(base: &str, csv: &[u8]) -> serde_json::Value {
+    let (content_type, body) = multipart("csv_file", "rounds.csv", csv);
+    let response = reqwest::Client::new()
+        .post(format!("{base}/csv_upload"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON")
+}
+
+/// Poll `GET /uploads/{id}` until it says complete; that view.
+pub async fn reconciled(base: &str, id: &str, timeout: Duration) -> serde_json::Value {
+    eventually("the upload to reconcile as complete", timeout, || {
+        let url = format!("{base}/uploads/{id}");
+        async move {
+            let view: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            (view["status"] == "complete").then_some(view)
+        }
+    })
+    .await
+}
+
+/// Start a `consumer game-rounds` process (the sink), killed when dropped.
+pub fn rounds_sink(config_path: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .arg("--config")
+        .arg(config_path)
+        .arg("game-rounds")
+        .env("RUST_LOG", std::env::var("SHARDFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start consumer game-rounds")
 }
 
 /// One shard, a registered model, and the environment around them.
