@@ -79,8 +79,13 @@ pub fn consumer<C: ConsumerContext + 'static>(
     config: &KafkaConfig,
     context: C,
 ) -> Result<StreamConsumer<C>, KafkaError> {
+    consumer_config(config).create_with_context(context)
+}
+
+fn consumer_config(config: &KafkaConfig) -> ClientConfig {
     let fetch = (config.message_max_bytes + 1024).to_string();
-    base(config)
+    let mut c = base(config);
+    c
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -100,8 +105,23 @@ pub fn consumer<C: ConsumerContext + 'static>(
         .set("queued.min.messages", "4")
         // Chunks are large and few: answer fetches quickly rather than wait to fill them.
         .set("fetch.wait.max.ms", "100")
-        .set("statistics.interval.ms", "5000")
-        .create_with_context(context)
+        .set("statistics.interval.ms", "5000");
+    c
+}
+
+/// As [`consumer`], for many small messages (a record each): ask the broker to wait for
+/// 256 KiB or 500 ms per fetch, and keep up to 100,000 messages queued, so that fetching
+/// goes on while a batch is inserted.
+///
+/// # Errors
+/// When librdkafka rejects the configuration.
+pub fn bulk_consumer<C: ConsumerContext + 'static>(
+    config: &KafkaConfig,
+    context: C,
+) -> Result<StreamConsumer<C>, KafkaError> {
+    let mut c = consumer_config(config);
+    c.set("fetch.min.bytes", "262144").set("fetch.wait.max.ms", "500").set("queued.min.messages", "100000");
+    c.create_with_context(context)
 }
 
 /// Whether the broker answers a metadata request for `topic` within two seconds.

@@ -114,7 +114,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     };
     let mut member = config.kafka.clone();
     member.group_id = settings.group_id.clone();
-    let consumer: StreamConsumer<SinkContext> = kafka::consumer(&member, SinkContext::default())?;
+    let consumer: StreamConsumer<SinkContext> = kafka::bulk_consumer(&member, SinkContext::default())?;
     consumer.subscribe(&[&settings.topic])?;
     let mut schemas = Schemas {
         codec: RoundCodec::new()?,
