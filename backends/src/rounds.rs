@@ -185,22 +185,29 @@ impl Index {
         .await
     }
 
-    /// The lines of `upload_id` from `first` to `last` that `game_rounds` already holds:
-    /// a batch inserted again after a redelivery leaves them out, so that the hourly view,
-    /// which adds up every insert, counts each row once.
+    /// Which of `lines` of `upload_id` `game_rounds` already holds: a batch inserted again
+    /// after a redelivery leaves them out, so that the hourly view, which adds up every
+    /// insert, counts each row once. The answer is never larger than `lines`, however
+    /// much of the upload is stored.
     ///
     /// # Errors
     /// When ClickHouse refuses or does not answer.
-    pub async fn stored_lines(&self, upload_id: &str, first: u64, last: u64) -> Result<Vec<u64>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT DISTINCT line FROM game_rounds WHERE upload_id = ? AND line >= ? AND line <= ?")
-                .bind(upload_id)
-                .bind(first)
-                .bind(last)
-                .fetch_all(),
-        )
-        .await
+    pub async fn stored_lines(&self, upload_id: &str, lines: &[u64]) -> Result<Vec<u64>, IndexError> {
+        let mut stored = Vec::new();
+        // Line numbers are shardflow's own integers, not user text: they go into the SQL
+        // as an IN list (hashed by ClickHouse), in pieces that keep the query well under
+        // max_query_size. The key range lets the primary index skip the rest.
+        for piece in lines.chunks(10_000) {
+            let (Some(first), Some(last)) = (piece.iter().min(), piece.iter().max()) else { continue };
+            let list = piece.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let sql = format!(
+                "SELECT DISTINCT line FROM game_rounds WHERE upload_id = ? AND line >= ? AND line <= ? AND line IN ({list})"
+            );
+            stored.extend(
+                self.run(self.client.query(&sql).bind(upload_id).bind(*first).bind(*last).fetch_all::<u64>()).await?,
+            );
+        }
+        Ok(stored)
     }
 
     /// Record a state of an upload.

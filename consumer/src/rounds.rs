@@ -220,14 +220,13 @@ async fn flush(
 
 /// Insert the rows `game_rounds` does not hold yet.
 async fn insert_new(index: &Index, rows: &[GameRoundRow]) -> Result<(), shardflow_backends::IndexError> {
-    let mut ranges: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut lines: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for row in rows {
-        let range = ranges.entry(&row.upload_id).or_insert((row.line, row.line));
-        *range = (range.0.min(row.line), range.1.max(row.line));
+        lines.entry(&row.upload_id).or_default().push(row.line);
     }
     let mut stored = std::collections::HashSet::new();
-    for (upload, (first, last)) in ranges {
-        for line in index.stored_lines(upload, first, last).await? {
+    for (upload, lines) in lines {
+        for line in index.stored_lines(upload, &lines).await? {
             stored.insert((upload.to_string(), line));
         }
     }

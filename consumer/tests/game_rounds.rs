@@ -116,7 +116,7 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
     });
     let base = common::serve_api(&env.config).await;
     // The sink runs while the upload is published, as it would in production.
-    let _sink = common::rounds_sink(&env.config_path);
+    let _sink = common::rounds_sink(&env.config_path, None);
 
     let (text, bad_lines, expected) = game_rounds_csv();
     let csv = utf16_with_bom(&text);

@@ -61,25 +61,6 @@ async fn serve_registry() -> (String, Arc<Registry>) {
     (url, registry)
 }
 
-fn csv() -> String {
-    let mut text = String::from(
-        "created_timestamp,game_instance_id,user_id,game_id,real_amount_bet,bonus_amount_bet,real_amount_win,bonus_amount_win,game_name,provider\n",
-    );
-    for i in 0..ROWS {
-        text.push_str(&format!(
-            "2025-03-0{} {:02}:{:02}:00,round-{i},player-{},game-{},{}.50,0,{}.25,0,\"Book of Dead\",\"Play'n GO\"\n",
-            1 + i % 3,
-            i % 24,
-            i % 60,
-            i % 7,
-            i % 4,
-            i % 100,
-            i % 50
-        ));
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_registry_numbers_the_schema_and_the_sink_reads_through_it() {
     let (registry_url, registry) = serve_registry().await;
@@ -89,9 +70,9 @@ async fn a_configured_registry_numbers_the_schema_and_the_sink_reads_through_it(
         c.game_rounds.flush_interval = Duration::from_millis(200);
     });
     let base = common::serve_api(&env.config).await;
-    let _sink = common::rounds_sink(&env.config_path);
+    let _sink = common::rounds_sink(&env.config_path, None);
 
-    let upload = common::upload_csv(&base, csv().as_bytes()).await;
+    let upload = common::upload_csv(&base, common::rounds_csv(ROWS).as_bytes()).await;
     assert_eq!(upload["rows_published"], ROWS as u64, "{upload}");
     let id = upload["upload_id"].as_str().expect("id").to_string();
 

@@ -67,9 +67,34 @@ pub async fn reconciled(base: &str, id: &str, timeout: Duration) -> serde_json::
     .await
 }
 
-/// Start a `consumer game-rounds` process (the sink), killed when dropped.
-pub fn rounds_sink(config_path: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_consumer"))
+/// A UTF-8 game-rounds CSV of `rows` good rows over three days.
+pub fn rounds_csv(rows: usize) -> String {
+    let mut text = String::from(
+        "created_timestamp,game_instance_id,user_id,game_id,real_amount_bet,bonus_amount_bet,real_amount_win,bonus_amount_win,game_name,provider\n",
+    );
+    for i in 0..rows {
+        text.push_str(&format!(
+            "2025-03-0{} {:02}:{:02}:00,round-{i},player-{},game-{},{}.50,0,{}.25,0,\"Book of Dead\",\"Play'n GO\"\n",
+            1 + i % 3,
+            i % 24,
+            i % 60,
+            i % 7,
+            i % 4,
+            i % 100,
+            i % 50
+        ));
+    }
+    text
+}
+
+/// Start a `consumer game-rounds` process (the sink), killed when dropped; in the
+/// configured consumer group, or in `group_id`.
+pub fn rounds_sink(config_path: &Path, group_id: Option<&str>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_consumer"));
+    if let Some(group) = group_id {
+        command.env("SHARDFLOW__GAME_ROUNDS__GROUP_ID", group);
+    }
+    command
         .arg("--config")
         .arg(config_path)
         .arg("game-rounds")
