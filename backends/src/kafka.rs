@@ -85,8 +85,7 @@ pub fn consumer<C: ConsumerContext + 'static>(
 fn consumer_config(config: &KafkaConfig) -> ClientConfig {
     let fetch = (config.message_max_bytes + 1024).to_string();
     let mut c = base(config);
-    c
-        .set("group.id", &config.group_id)
+    c.set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

@@ -165,7 +165,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         }
         batch.next.insert(message.partition(), message.offset() + 1);
         batch.since.get_or_insert_with(Instant::now);
-        if batch.rows.len() >= settings.batch_rows && !flush(&index, &consumer, &mut batch, &config, &mut shutdown).await
+        if batch.rows.len() >= settings.batch_rows
+            && !flush(&index, &consumer, &mut batch, &config, &mut shutdown).await
         {
             break;
         }
