@@ -1,7 +1,12 @@
-//! The E-step fused with the M-step's sums. Rows are cut into fixed tasks of
-//! [`TASK_ROWS`] (run in parallel) and each task into sub-blocks of [`SUB_ROWS`]: a
-//! sub-block's responsibilities live only long enough to be reduced to per-component
-//! moments, so memory is proportional to a sub-block, never to the sample.
+//! The E-step fused with the M-step's sums, over the sample sorted once per fit. Rows are
+//! cut into fixed tasks of [`TASK_ROWS`] (run in parallel) and each task into sub-blocks
+//! of [`SUB_ROWS`]: a sub-block's responsibilities live only long enough to be reduced to
+//! per-component moments, so memory is proportional to a sub-block, never to the sample.
+//!
+//! Sorted, a sub-block covers a narrow range of values, and most components are so far
+//! from all of it that their responsibilities there are below e^[`SKIP`] of the best
+//! component's (far under a rounding error of the row's total): those (sub-block,
+//! component) pairs are skipped, which is most of them once the mixture has settled.
 //!
 //! Every sum has a fixed order that depends on the data alone: lanes within a group,
 //! groups within a sub-block, sub-blocks within a task, then tasks in order. The same
@@ -10,12 +15,29 @@
 use rayon::prelude::*;
 
 use crate::gmm::LogRho;
-use crate::lanes::{self, Kernel, LANES, Lanes, LnProduct, exp, max};
+use crate::lanes::{self, Acc, Kernel, LANES, Lanes, LnProduct, exp, lane_sum, max};
 
 /// Rows per parallel task.
 pub(crate) const TASK_ROWS: usize = 16_384;
-/// Rows whose responsibilities are held at once (2 x `SUB_ROWS` x components x 8 bytes).
+/// Rows whose responsibilities are held at once (`SUB_ROWS` x components x 8 bytes).
 const SUB_ROWS: usize = 256;
+/// A component whose `ln rho` is below the row's best by more than this everywhere in a
+/// sub-block is skipped there: its responsibility is under e^-40 ≈ 4e-18, which changes
+/// neither the row's total (relative 4e-18 per component, under half an ulp) nor any
+/// count by more than `rows x 4e-18`, far inside the 1e-9 parity.
+const SKIP: f64 = -40.0;
+
+/// The sample sorted in ascending order (by `total_cmp`), as [`e_step`] needs it.
+pub(crate) struct Sorted(Vec<f64>);
+
+impl Sorted {
+    /// A sorted copy of `x` (finite values).
+    pub(crate) fn new(x: &[f64]) -> Self {
+        let mut sorted = x.to_vec();
+        sorted.par_sort_unstable_by(f64::total_cmp);
+        Self(sorted)
+    }
+}
 
 /// A component's share of some rows: weighted count, weighted mean, and weighted sum of
 /// squared deviations from that mean (centred, so no `E[x^2] - mean^2` cancellation).
@@ -89,16 +111,10 @@ pub(crate) fn label_moments(x: &[f64], labels: &[usize], k: usize) -> Vec<Moment
 
 /// Responsibilities of every row under `lr`, reduced to [`Stats`]; parallel over
 /// [`TASK_ROWS`]-row tasks on the current rayon pool.
-pub(crate) fn e_step(x: &[f64], lr: &LogRho) -> Stats {
+pub(crate) fn e_step(x: &Sorted, lr: &LogRho) -> Stats {
     let k = lr.mean.len();
-    let parts: Vec<Stats> = x.par_chunks(TASK_ROWS).map(|x| lanes::dispatch(TaskStats { x, lr })).collect();
+    let parts: Vec<Stats> = x.0.par_chunks(TASK_ROWS).map(|x| lanes::dispatch(TaskStats { x, lr })).collect();
     parts.iter().fold(Stats::zero(k), Stats::merge)
-}
-
-/// Sum of the lanes in a fixed order.
-#[inline(always)]
-fn lane_sum(a: &Lanes) -> f64 {
-    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
 /// One task's rows reduced to [`Stats`].
@@ -111,102 +127,164 @@ impl Kernel for TaskStats<'_> {
     type Output = Stats;
 
     #[inline(always)]
-    fn run(self) -> Stats {
+    fn run<S: pulp::Simd>(self, simd: S) -> Stats {
         let (x, lr) = (self.x, self.lr);
         let k = lr.mean.len();
         let mut total = Stats::zero(k);
         let mut scratch = Scratch::new(k);
         for sub in x.chunks(SUB_ROWS) {
-            let (moments, sum_r_ln_r) = scratch.sub_block(sub, lr);
-            for (t, m) in total.moments.iter_mut().zip(moments) {
-                *t = t.merge(*m);
+            total.sum_r_ln_r += scratch.sub_block(simd, sub, lr);
+            for (&j, m) in scratch.active.iter().zip(&scratch.moments) {
+                total.moments[j] = total.moments[j].merge(*m);
             }
-            total.sum_r_ln_r += sum_r_ln_r;
         }
         total
     }
 }
 
-/// Buffers for one sub-block, component-major (`[j * SUB_ROWS + row]`), so that every
-/// step is a plain loop over rows that LLVM turns into vector instructions.
+/// Buffers for one sub-block.
 struct Scratch {
-    /// `ln rho - max_k ln rho` per component and row.
-    z: Vec<f64>,
-    /// `exp(z)`, then the responsibilities.
-    r: Vec<f64>,
+    /// The components not skipped in this sub-block, and their constants.
+    active: Vec<usize>,
+    constant: Vec<f64>,
+    mean: Vec<f64>,
+    half_precision: Vec<f64>,
+    /// `exp(ln rho - max_k ln rho)` per active component and row (`[a * SUB_ROWS + row]`).
+    e: Vec<f64>,
+    /// Moments per active component.
     moments: Vec<Moments>,
 }
 
 impl Scratch {
     fn new(k: usize) -> Self {
-        Self { z: vec![0.0; k * SUB_ROWS], r: vec![0.0; k * SUB_ROWS], moments: vec![Moments::default(); k] }
+        Self {
+            active: Vec::with_capacity(k),
+            constant: Vec::with_capacity(k),
+            mean: Vec::with_capacity(k),
+            half_precision: Vec::with_capacity(k),
+            e: vec![0.0; k * SUB_ROWS],
+            moments: Vec::with_capacity(k),
+        }
     }
 
-    /// Per-component moments and `sum r ln r` of up to [`SUB_ROWS`] rows.
+    /// Pick the components that matter somewhere in `[lo, hi]`: those whose largest
+    /// `ln rho` there comes within [`SKIP`] of the largest smallest one (a lower bound of
+    /// every row's maximum).
     #[inline(always)]
-    fn sub_block(&mut self, sub: &[f64], lr: &LogRho) -> (&[Moments], f64) {
-        // Pad a short block with its last value at weight 0.
-        let last = sub.last().copied().unwrap_or(0.0);
-        let mut x = [last; SUB_ROWS];
-        x[..sub.len()].copy_from_slice(sub);
-        let mut w = [0.0; SUB_ROWS];
-        w[..sub.len()].iter_mut().for_each(|w| *w = 1.0);
+    fn select(&mut self, lo: f64, hi: f64, lr: &LogRho) {
+        let k = lr.mean.len();
+        let at = |j: usize, v: f64| {
+            let d = v - lr.mean[j];
+            (d * d).mul_add(-lr.half_precision[j], lr.constant[j])
+        };
+        let mut floor = f64::NEG_INFINITY;
+        for j in 0..k {
+            floor = max(floor, at(j, lo).min(at(j, hi)));
+        }
+        self.active.clear();
+        self.constant.clear();
+        self.mean.clear();
+        self.half_precision.clear();
+        for j in 0..k {
+            let best = at(j, lr.mean[j].clamp(lo, hi));
+            if best - floor >= SKIP {
+                self.active.push(j);
+                self.constant.push(lr.constant[j]);
+                self.mean.push(lr.mean[j]);
+                self.half_precision.push(lr.half_precision[j]);
+            }
+        }
+    }
 
+    /// `sum r ln r` of up to [`SUB_ROWS`] sorted rows; their per-component moments are
+    /// left in `moments`, one per component of `active`.
+    #[inline(always)]
+    fn sub_block<S: pulp::Simd>(&mut self, simd: S, sub: &[f64], lr: &LogRho) -> f64 {
+        let len = sub.len();
+        let (lo, hi) = (sub[0], sub[len - 1]);
+        self.select(lo, hi, lr);
+        let k = self.active.len();
+        // Pad a short block with its last value at weight 0. Sums of squares are taken
+        // around a value of the block, so they stay as accurate as centred ones.
+        let shift = sub[len / 2];
+        let mut x = [hi; SUB_ROWS];
+        x[..len].copy_from_slice(sub);
+        let mut w = [0.0; SUB_ROWS];
+        w[..len].iter_mut().for_each(|w| *w = 1.0);
+
+        // ln rho per component and row, and the row maximum; then the shifted exponentials
+        // in place, and their sums.
         let mut top = [f64::NEG_INFINITY; SUB_ROWS];
-        for (j, z) in self.z.chunks_exact_mut(SUB_ROWS).enumerate() {
-            let (c, mu, hp) = (lr.constant[j], lr.mean[j], lr.half_precision[j]);
+        for (a, z) in self.e.chunks_exact_mut(SUB_ROWS).take(k).enumerate() {
+            let (c, mu, hp) = (self.constant[a], self.mean[a], self.half_precision[a]);
             for ((z, x), top) in z.iter_mut().zip(&x).zip(&mut top) {
                 let d = x - mu;
-                *z = c - d * d * hp;
+                *z = (d * d).mul_add(-hp, c);
                 *top = max(*top, *z);
             }
         }
         let mut s = [0.0; SUB_ROWS];
-        for (z, e) in self.z.chunks_exact_mut(SUB_ROWS).zip(self.r.chunks_exact_mut(SUB_ROWS)) {
-            for (((z, e), top), s) in z.iter_mut().zip(e.iter_mut()).zip(&top).zip(&mut s) {
-                *z -= top;
-                *e = exp(*z);
+        for e in self.e.chunks_exact_mut(SUB_ROWS).take(k) {
+            for ((e, top), s) in e.iter_mut().zip(&top).zip(&mut s) {
+                *e = exp(*e - top);
                 *s += *e;
             }
         }
-        // r = e w / s; sum r ln r = sum r z - sum ln s (one ln per lane via LnProduct).
+        // r = e w / s. sum_i sum_k r ln r = sum_i sum_k r (ln rho - top) - sum_i ln s, and
+        // sum_k r (ln rho - top) = sum_k r ln rho - w top, so only per-component sums
+        // are needed: sum_i r ln rho = c N - hp sum_i r (x - mu)^2.
         let mut inv = [0.0; SUB_ROWS];
+        let mut dx = [0.0; SUB_ROWS];
         let mut norm = LnProduct::new();
-        for ((inv, s), w) in inv.chunks_exact_mut(LANES).zip(s.chunks_exact(LANES)).zip(w.chunks_exact(LANES)) {
+        let mut tops = [0.0; LANES];
+        for g in 0..SUB_ROWS / LANES {
+            let rows = g * LANES..(g + 1) * LANES;
+            let (inv, dx) = (&mut inv[rows.clone()], &mut dx[rows.clone()]);
+            let (s, w, top, x) = (&s[rows.clone()], &w[rows.clone()], &top[rows.clone()], &x[rows]);
             let factor: Lanes = std::array::from_fn(|t| if w[t] > 0.0 { s[t] } else { 1.0 });
             norm.mul(&factor);
             for t in 0..LANES {
                 inv[t] = w[t] / s[t];
+                dx[t] = x[t] - shift;
+                tops[t] = w[t].mul_add(top[t], tops[t]);
             }
         }
-        let mut entropy = [0.0; LANES];
-        for ((z, r), m) in self.z.chunks_exact(SUB_ROWS).zip(self.r.chunks_exact_mut(SUB_ROWS)).zip(&mut self.moments) {
-            let mut n = [0.0; LANES];
-            let mut sx = [0.0; LANES];
-            let (z, r) = (z.as_chunks::<LANES>().0, r.as_chunks_mut::<LANES>().0);
-            let (inv, xs) = (inv.as_chunks::<LANES>().0, x.as_chunks::<LANES>().0);
-            for g in 0..SUB_ROWS / LANES {
-                let (z, r, inv, x) = (&z[g], &mut r[g], &inv[g], &xs[g]);
-                for t in 0..LANES {
-                    r[t] *= inv[t];
-                    n[t] += r[t];
-                    sx[t] = r[t].mul_add(x[t], sx[t]);
-                    entropy[t] = r[t].mul_add(z[t], entropy[t]);
-                }
+        let mut entropy = -lane_sum(&tops) - norm.ln();
+        self.moments.clear();
+        for (a, e) in self.e.chunks_exact(SUB_ROWS).take(k).enumerate() {
+            let (count, s1, s2) = component_sums(simd, e, &inv, &dx);
+            if count > 0.0 {
+                let offset = s1 / count;
+                let m2 = (s2 - s1 * offset).max(0.0);
+                // sum r (x - mu)^2 with x - mu = (x - shift) + (shift - mu).
+                let to_mean = shift - self.mean[a];
+                let spread = s2 + to_mean * (2.0 * s1 + to_mean * count);
+                entropy += self.constant[a] * count - self.half_precision[a] * spread;
+                self.moments.push(Moments { n: count, mean: shift + offset, m2 });
+            } else {
+                self.moments.push(Moments::default());
             }
-            let count = lane_sum(&n);
-            let mean = if count > 0.0 { lane_sum(&sx) / count } else { 0.0 };
-            let mut m2 = [0.0; LANES];
-            for (r, x) in r.iter().zip(xs) {
-                for t in 0..LANES {
-                    let d = x[t] - mean;
-                    m2[t] = (r[t] * d).mul_add(d, m2[t]);
-                }
-            }
-            *m = Moments { n: count, mean, m2: lane_sum(&m2) };
         }
-        (&self.moments, lane_sum(&entropy) - norm.ln())
+        entropy
     }
+}
+/// `sum r`, `sum r dx` and `sum r dx^2` over a sub-block, with `r = e inv`. Written with
+/// explicit SIMD: LLVM leaves these three reductions partly scalar.
+#[inline(always)]
+fn component_sums<S: pulp::Simd>(simd: S, e: &[f64], inv: &[f64], dx: &[f64]) -> (f64, f64, f64) {
+    let regs = Acc::<S>::REGS;
+    let (mut n, mut s1, mut s2) = (Acc::zero(simd), Acc::zero(simd), Acc::zero(simd));
+    let (e, inv, dx) = (S::as_simd_f64s(e).0, S::as_simd_f64s(inv).0, S::as_simd_f64s(dx).0);
+    for ((e, inv), dx) in e.chunks_exact(regs).zip(inv.chunks_exact(regs)).zip(dx.chunks_exact(regs)) {
+        for v in 0..regs {
+            let r = simd.mul_f64s(e[v], inv[v]);
+            let rd = simd.mul_f64s(r, dx[v]);
+            *n.reg(v) = simd.add_f64s(*n.reg(v), r);
+            *s1.reg(v) = simd.add_f64s(*s1.reg(v), rd);
+            *s2.reg(v) = simd.mul_add_f64s(rd, dx[v], *s2.reg(v));
+        }
+    }
+    (n.sum(), s1.sum(), s2.sum())
 }
 
 #[cfg(test)]

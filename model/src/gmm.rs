@@ -7,7 +7,7 @@ use statrs::function::beta::ln_beta;
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use crate::ModelError;
-use crate::estep::{Moments, e_step, label_moments};
+use crate::estep::{Moments, Sorted, e_step, label_moments};
 use crate::kmeans::kmeans_labels;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
@@ -267,10 +267,11 @@ fn iterate(x: &[f64], mut post: Posterior, priors: &Priors, start_bound: f64, p:
     let mut lower_bound = start_bound;
     let mut n_iter = 0;
     let mut converged = false;
+    let x = Sorted::new(x);
     for iter in 1..=p.max_iter {
         n_iter = iter;
         let lr = LogRho::new(&post.a, &post.b, &post.beta, &post.m, &post.nu, &post.c);
-        let stats = e_step(x, &lr);
+        let stats = e_step(&x, &lr);
         post = m_step(&stats.moments, priors);
         let previous = lower_bound;
         lower_bound = bound(&post, stats.sum_r_ln_r);

@@ -154,7 +154,7 @@ impl Kernel for Potential<'_> {
     type Output = f64;
 
     #[inline(always)]
-    fn run(self) -> f64 {
+    fn run<S: pulp::Simd>(self, _simd: S) -> f64 {
         let Self { x, closest, centre } = self;
         let mut acc = [0.0; LANES];
         let (xs, ds) = (x.chunks_exact(LANES), closest.chunks_exact(LANES));

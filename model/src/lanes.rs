@@ -21,12 +21,13 @@ pub(crate) fn dispatch<K: Kernel>(kernel: K) -> K::Output {
 
 /// A hot loop for [`dispatch`]. `run` must be `#[inline(always)]`, and so must everything
 /// it calls, so that the loops are compiled inside the function that enables the wider
-/// instructions (a closure is not reliably inlined there).
+/// instructions (a closure is not reliably inlined there). Loops written on plain arrays
+/// are left to LLVM; `simd` is there for those it does not vectorize well.
 pub(crate) trait Kernel {
     /// What the loop returns.
     type Output;
     /// The loop.
-    fn run(self) -> Self::Output;
+    fn run<S: pulp::Simd>(self, simd: S) -> Self::Output;
 }
 
 struct Dispatched<K>(K);
@@ -35,9 +36,47 @@ impl<K: Kernel> pulp::WithSimd for Dispatched<K> {
     type Output = K::Output;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) -> K::Output {
-        self.0.run()
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> K::Output {
+        self.0.run(simd)
     }
+}
+
+/// [`LANES`] accumulators held as SIMD registers of `S`: one register of 8 (AVX-512),
+/// two of 4 (AVX2) or eight scalars. Lane `t` always sums the same rows in the same
+/// order, so every width gives the same bits.
+#[derive(Clone, Copy)]
+pub(crate) struct Acc<S: pulp::Simd> {
+    regs: [S::f64s; LANES],
+}
+
+impl<S: pulp::Simd> Acc<S> {
+    /// Registers per group of [`LANES`] values.
+    pub(crate) const REGS: usize = LANES / S::F64_LANES;
+
+    #[inline(always)]
+    pub(crate) fn zero(simd: S) -> Self {
+        Self { regs: [simd.splat_f64s(0.0); LANES] }
+    }
+
+    /// The lanes, summed in a fixed order.
+    #[inline(always)]
+    pub(crate) fn sum(&self) -> f64 {
+        let mut out = [0.0; LANES];
+        let (regs, _) = S::as_mut_simd_f64s(&mut out);
+        regs.copy_from_slice(&self.regs[..Self::REGS]);
+        lane_sum(&out)
+    }
+
+    #[inline(always)]
+    pub(crate) fn reg(&mut self, v: usize) -> &mut S::f64s {
+        &mut self.regs[v]
+    }
+}
+
+/// Sum of the lanes in a fixed order.
+#[inline(always)]
+pub(crate) fn lane_sum(a: &Lanes) -> f64 {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
 /// 1/k! for k = 0..=13: the Taylor polynomial of e^r.
@@ -79,11 +118,17 @@ pub(crate) fn exp(x: f64) -> f64 {
     // Adding 1.5 * 2^52 rounds to the nearest integer and leaves it in the low bits.
     const SHIFTER: f64 = 6_755_399_441_055_744.0;
     let xc = x.clamp(EXP_FLOOR, 709.0);
-    let t = xc * LOG2_E + SHIFTER;
+    let t = xc.mul_add(LOG2_E, SHIFTER);
     let n = t - SHIFTER;
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let mut p = TAYLOR[13];
-    for c in TAYLOR[..13].iter().rev() {
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, xc));
+    // The terms of degree 4 to 13 by Estrin's scheme (short dependency chains), the
+    // first four by Horner's (they carry the accuracy).
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let pair = |i: usize| TAYLOR[i + 1].mul_add(r, TAYLOR[i]);
+    let high = pair(10).mul_add(r2, pair(8)).mul_add(r4, pair(6).mul_add(r2, pair(4)));
+    let mut p = pair(12).mul_add(r4 * r4, high);
+    for c in TAYLOR[..4].iter().rev() {
         p = p.mul_add(r, *c);
     }
     // t's low bits hold n (two's complement); n + 1023 in the exponent field is 2^n.

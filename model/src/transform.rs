@@ -108,7 +108,7 @@ impl Kernel for Draw<'_, '_> {
     type Output = ();
 
     #[inline(always)]
-    fn run(self) {
+    fn run<S: pulp::Simd>(self, _simd: S) {
         let Draw { v, x, alpha, one_hot, seed, first_row } = self;
         let k = v.mean.len();
         let mut e = vec![0.0; k * SUB_ROWS];
@@ -195,7 +195,7 @@ impl Kernel for Decode<'_, '_> {
     type Output = ();
 
     #[inline(always)]
-    fn run(self) {
+    fn run<S: pulp::Simd>(self, _simd: S) {
         let Decode { v, alpha, one_hot, start, out } = self;
         let last = v.mean.len() - 1;
         for (out, from) in out.chunks_mut(SUB_ROWS).zip((start..).step_by(SUB_ROWS)) {
