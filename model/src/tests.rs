@@ -129,3 +129,21 @@ fn json_round_trip_keeps_id_and_detects_edits() {
     let err = Model::from_json(&edited.to_string()).expect_err("version");
     assert!(err.to_string().contains("refit with `producer fit`"), "{err}");
 }
+
+#[test]
+fn byte_and_float_one_hots_decode_alike() {
+    // Bytes of any value (ties, all-zero rows, several hot slots) and a ragged length: the
+    // byte path must pick what the float path picks.
+    let model = fitted(&amounts(5_000, 3));
+    let mix = model.columns[0].mixture().expect("continuous");
+    let k = mix.valid_components().len();
+    let n = 70_003;
+    let alpha = Float64Array::from((0..n).map(|i| ((i % 199) as f64 - 99.0) / 100.0).collect::<Vec<_>>());
+    let bytes: Vec<UInt8Array> =
+        (0..k).map(|j| UInt8Array::from((0..n).map(|i| ((i * 7 + j * 13) % 5) as u8).collect::<Vec<_>>())).collect();
+    let floats: Vec<Float64Array> =
+        bytes.iter().map(|b| b.values().iter().map(|&v| Some(f64::from(v))).collect()).collect();
+    let from_bytes = denormalize(mix, &alpha, &bytes.iter().map(OneHot::U8).collect::<Vec<_>>());
+    let from_floats = denormalize(mix, &alpha, &floats.iter().map(OneHot::F64).collect::<Vec<_>>());
+    assert_eq!(from_bytes, from_floats);
+}

@@ -27,6 +27,9 @@ const TASK_ROWS: usize = 65_536;
 /// Rows held component-major at once in the transform (`SUB_ROWS` x components x 8 bytes).
 const SUB_ROWS: usize = 256;
 
+/// Rows of byte one-hot columns decoded at once.
+const BYTE_ROWS: usize = 2048;
+
 /// Precomputed per valid component: what the row loop needs, nothing else.
 struct Valid {
     constant: Vec<f64>,
@@ -68,7 +71,8 @@ pub fn normalize(mix: &Mixture, x: &Float64Array, seed: u64) -> Normalized {
     let k = v.mean.len();
     let n = x.len();
     let mut alpha = vec![0.0; n];
-    let mut one_hot = vec![vec![0u8; n]; k];
+    // One zeroed allocation per column (`vec![vec![0; n]; k]` would copy the first k - 1 times).
+    let mut one_hot: Vec<Vec<u8>> = (0..k).map(|_| vec![0u8; n]).collect();
     if k > 0 {
         // Each task gets its rows of every one-hot column.
         let mut columns: Vec<Vec<&mut [u8]>> = (0..n.div_ceil(TASK_ROWS)).map(|_| Vec::with_capacity(k)).collect();
@@ -174,7 +178,20 @@ pub fn denormalize(mix: &Mixture, alpha: &Float64Array, one_hot: &[OneHot<'_>]) 
     let v = Valid::new(mix);
     let n = alpha.len();
     let mut values = vec![0.0; n];
-    if !v.mean.is_empty() {
+    if let Some(bytes) = as_bytes(&v, one_hot, n) {
+        let table = |values: &[f64]| {
+            let mut table = [0.0; 256];
+            table[..values.len()].copy_from_slice(values);
+            table
+        };
+        let (mean, scale) = (table(&v.mean), table(&v.scale));
+        values.par_chunks_mut(TASK_ROWS).zip(alpha.values().par_chunks(TASK_ROWS)).enumerate().for_each(
+            |(task, (out, alpha))| {
+                let start = task * TASK_ROWS;
+                lanes::dispatch(DecodeBytes { mean: &mean, scale: &scale, alpha, bytes: &bytes, start, out });
+            },
+        );
+    } else if !v.mean.is_empty() {
         values.par_chunks_mut(TASK_ROWS).enumerate().for_each(|(task, out)| {
             lanes::dispatch(Decode { v: &v, alpha: alpha.values(), one_hot, start: task * TASK_ROWS, out });
         });
@@ -219,6 +236,70 @@ impl Kernel for Decode<'_, '_> {
             let alpha = &alpha[from..from + len];
             for i in 0..len {
                 out[i] = alpha[i] * scale[i] + mean[i];
+            }
+        }
+    }
+}
+
+/// The one-hot columns the model reads as plain bytes, when they are what the transform
+/// writes: UInt8 without nulls, at least `n` rows, at most 256 components (so a component
+/// index fits a byte).
+fn as_bytes<'a>(v: &Valid, one_hot: &[OneHot<'a>], n: usize) -> Option<Vec<&'a [u8]>> {
+    let k = v.mean.len();
+    if k == 0 || k > 256 || one_hot.is_empty() {
+        return None;
+    }
+    one_hot
+        .iter()
+        .take(k)
+        .map(|column| match column {
+            OneHot::U8(a) if a.null_count() == 0 && a.len() >= n => a.values().get(..n),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One task of [`denormalize`] on byte columns: the argmax over bytes (first on ties), then
+/// `alpha scale + mean` looked up by component index. Same values as [`Decode`].
+struct DecodeBytes<'a, 'b> {
+    mean: &'a [f64; 256],
+    scale: &'a [f64; 256],
+    alpha: &'a [f64],
+    bytes: &'a [&'b [u8]],
+    start: usize,
+    out: &'a mut [f64],
+}
+
+impl Kernel for DecodeBytes<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: pulp::Simd>(self, _simd: S) {
+        let DecodeBytes { mean, scale, alpha, bytes, start, out } = self;
+        let mut best = [0u8; BYTE_ROWS];
+        let mut pick = [0u8; BYTE_ROWS];
+        for ((out, alpha), from) in
+            out.chunks_mut(BYTE_ROWS).zip(alpha.chunks(BYTE_ROWS)).zip((start..).step_by(BYTE_ROWS))
+        {
+            let len = out.len();
+            let (best, pick) = (&mut best[..len], &mut pick[..len]);
+            pick.fill(0);
+            for (j, column) in bytes.iter().enumerate() {
+                let column = &column[from..from + len];
+                if j == 0 {
+                    best.copy_from_slice(column);
+                    continue;
+                }
+                // j < 256: checked in `as_bytes`.
+                let j = j as u8;
+                for ((best, pick), &b) in best.iter_mut().zip(pick.iter_mut()).zip(column) {
+                    let take = b > *best;
+                    *best = if take { b } else { *best };
+                    *pick = if take { j } else { *pick };
+                }
+            }
+            for ((out, alpha), &p) in out.iter_mut().zip(alpha).zip(pick.iter()) {
+                *out = alpha * scale[usize::from(p)] + mean[usize::from(p)];
             }
         }
     }
