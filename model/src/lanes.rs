@@ -79,22 +79,21 @@ pub(crate) fn lane_sum(a: &Lanes) -> f64 {
     ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
-/// 1/k! for k = 0..=13: the Taylor polynomial of e^r.
-const TAYLOR: [f64; 14] = [
+/// e^r on |r| ≤ ln 2 / 2 by a degree-10 polynomial 1 + r q(r), q the Chebyshev
+/// interpolant of (e^r - 1) / r at 10 nodes (near minimax), written out in powers of r.
+/// Its error is about 1e-15 relative, and e^0 is exactly 1.
+const POLY: [f64; 11] = [
     1.0,
-    1.0,
-    1.0 / 2.0,
-    1.0 / 6.0,
-    1.0 / 24.0,
-    1.0 / 120.0,
-    1.0 / 720.0,
-    1.0 / 5_040.0,
-    1.0 / 40_320.0,
-    1.0 / 362_880.0,
-    1.0 / 3_628_800.0,
-    1.0 / 39_916_800.0,
-    1.0 / 479_001_600.0,
-    1.0 / 6_227_020_800.0,
+    1.000_000_000_000_002,
+    0.500_000_000_000_015_9,
+    0.166_666_666_666_049_76,
+    0.041_666_666_665_068_67,
+    0.008_333_333_370_967_264,
+    0.001_388_888_937_814_807,
+    0.000_198_411_863_719_127_86,
+    2.480_100_495_997_739e-5,
+    2.763_424_640_905_087_4e-6,
+    2.781_409_599_819_598e-7,
 ];
 
 /// Below this `exp` returns 0: e^-700 ≈ 1e-304, far under anything the mixture adds to
@@ -102,12 +101,15 @@ const TAYLOR: [f64; 14] = [
 /// the slow subnormal range.
 pub(crate) const EXP_FLOOR: f64 = -700.0;
 
-/// e^x, within about one ulp of the correctly rounded value for x in [-700, 709];
-/// 0 below -700, NaN for NaN.
+/// e^x within a few ulp (2e-15 relative) for x in [-700, 709]; 0 below -700, NaN for
+/// NaN. The mixture needs far less: its outputs must match scikit-learn to 1e-9, and a
+/// relative error in every responsibility moves them by about as much (the parity tests
+/// land near 1e-13). A one-ulp polynomial costs three more multiply-adds per row and
+/// component, in the fit's and the transform's hottest loop.
 ///
-/// Cody–Waite reduction x = n ln 2 + r with |r| ≤ ln 2 / 2, then the degree-13 Taylor
-/// polynomial of e^r (truncation error below 5e-18 relative), then a scale by 2^n built
-/// from the exponent bits. No branches and no table, so it vectorizes.
+/// Cody–Waite reduction x = n ln 2 + r with |r| ≤ ln 2 / 2, then [`POLY`], then a scale by
+/// 2^n built from the exponent bits. No branches and no table, so it vectorizes, and
+/// every SIMD width gives the same bits.
 #[inline(always)]
 pub(crate) fn exp(x: f64) -> f64 {
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
@@ -121,14 +123,13 @@ pub(crate) fn exp(x: f64) -> f64 {
     let t = xc.mul_add(LOG2_E, SHIFTER);
     let n = t - SHIFTER;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, xc));
-    // The terms of degree 4 to 13 by Estrin's scheme (short dependency chains), the
-    // first four by Horner's (they carry the accuracy).
+    // The terms of degree 4 to 10 by Estrin's scheme (short dependency chains), the
+    // first four by Horner's.
     let r2 = r * r;
-    let r4 = r2 * r2;
-    let pair = |i: usize| TAYLOR[i + 1].mul_add(r, TAYLOR[i]);
-    let high = pair(10).mul_add(r2, pair(8)).mul_add(r4, pair(6).mul_add(r2, pair(4)));
-    let mut p = pair(12).mul_add(r4 * r4, high);
-    for c in TAYLOR[..4].iter().rev() {
+    let pair = |i: usize| POLY[i + 1].mul_add(r, POLY[i]);
+    let high = POLY[10].mul_add(r2, pair(8)).mul_add(r2 * r2, pair(6).mul_add(r2, pair(4)));
+    let mut p = high;
+    for c in POLY[..4].iter().rev() {
         p = p.mul_add(r, *c);
     }
     // t's low bits hold n (two's complement); n + 1023 in the exponent field is 2^n.
@@ -193,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn exp_is_within_one_ulp_of_libm() {
+    fn exp_is_within_a_few_ulp_of_libm() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let mut worst = 0.0_f64;
         for i in 0..2_000_000 {
@@ -205,11 +206,10 @@ mod tests {
             };
             worst = worst.max(ulps(exp(x), x.exp()));
         }
-        // libm itself is not always correctly rounded; both within 1 ulp of the truth
-        // can differ by up to 2 ulps of f64::EPSILON-scaled spacing.
-        assert!(worst <= 1.0, "worst error {worst} ulp");
+        // The polynomial's 1e-15 plus rounding; libm itself is within 1 ulp.
+        assert!(worst <= 10.0, "worst error {worst} ulp");
         for x in [0.0, -0.0, 1.0, -1.0, EXP_FLOOR, 709.0, -1e-300, std::f64::consts::LN_2] {
-            assert!(ulps(exp(x), x.exp()) <= 1.0, "exp({x}) = {} vs {}", exp(x), x.exp());
+            assert!(ulps(exp(x), x.exp()) <= 10.0, "exp({x}) = {} vs {}", exp(x), x.exp());
         }
         assert_eq!(exp(0.0), 1.0);
         assert_eq!(exp(-700.5), 0.0);
