@@ -138,6 +138,37 @@ pub(crate) fn exp(x: f64) -> f64 {
     if x < EXP_FLOOR { 0.0 } else { y }
 }
 
+/// e^r on |r| ≤ ln 2 / 2 to 1.1e-10 relative: as [`POLY`], degree 7.
+const POLY_DRAW: [f64; 8] = [
+    1.0,
+    0.999_999_999_999_998_9,
+    0.500_000_004_711_770_1,
+    0.166_666_667_190_182_72,
+    0.041_666_352_896_947_6,
+    0.008_333_298_478_970_573,
+    0.001_394_110_842_356_553_7,
+    0.000_198_992_766_552_401_87,
+];
+
+/// e^x for x ≤ 0 within 1.1e-10 relative, and e^-700 below -700: the posterior
+/// probabilities a transform draws a component from. A draw compares them with a uniform
+/// number, so an error of 1e-10 moves the boundaries by far less than any sample could
+/// show, and costs a third less than [`exp`].
+#[inline(always)]
+pub(crate) fn exp_draw(x: f64) -> f64 {
+    const LOG2_E: f64 = std::f64::consts::LOG2_E;
+    const LN_2: f64 = std::f64::consts::LN_2;
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+    let xc = max(x, EXP_FLOOR);
+    let t = xc.mul_add(LOG2_E, SHIFTER);
+    let n = t - SHIFTER;
+    let r = n.mul_add(-LN_2, xc);
+    let r2 = r * r;
+    let pair = |i: usize| POLY_DRAW[i + 1].mul_add(r, POLY_DRAW[i]);
+    let p = pair(6).mul_add(r2, pair(4)).mul_add(r2 * r2, pair(2).mul_add(r2, pair(0)));
+    p * f64::from_bits(t.to_bits().wrapping_add(1023) << 52)
+}
+
 /// The larger of two values, as `maxpd` computes it (no NaN handling: callers pass
 /// finite values, or accept a NaN result).
 #[inline(always)]
@@ -215,6 +246,18 @@ mod tests {
         assert_eq!(exp(-700.5), 0.0);
         assert_eq!(exp(f64::NEG_INFINITY), 0.0);
         assert!(exp(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_draw_is_within_1e_10_of_libm() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        for i in 0..1_000_000 {
+            let x = if i % 2 == 0 { rng.random_range(-40.0..0.0) } else { rng.random_range(EXP_FLOOR..0.0) };
+            let rel = (exp_draw(x) - x.exp()).abs() / x.exp();
+            assert!(rel <= 1.2e-10, "exp_draw({x}): relative error {rel:e}");
+        }
+        assert_eq!(exp_draw(0.0), 1.0);
+        assert!(exp_draw(-1e6) > 0.0 && exp_draw(-1e6) < 1e-300);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use arrow_array::{Array, Float64Array, UInt8Array};
 use rayon::prelude::*;
 
 use crate::gmm::Mixture;
-use crate::lanes::{self, Kernel, exp, max};
+use crate::lanes::{self, Kernel, exp_draw, max};
 
 /// |alpha| never exceeds this.
 pub const ALPHA_CLIP: f64 = 0.99;
@@ -133,7 +133,7 @@ impl Kernel for Draw<'_, '_> {
             let mut total = [0.0; SUB_ROWS];
             for e in e.chunks_exact_mut(SUB_ROWS) {
                 for ((e, top), total) in e.iter_mut().zip(&top).zip(&mut total) {
-                    *e = exp(*e - top);
+                    *e = exp_draw(*e - top);
                     *total += *e;
                 }
             }
