@@ -26,6 +26,9 @@ const SUB_ROWS: usize = 256;
 /// neither the row's total (relative 4e-18 per component, under half an ulp) nor any
 /// count by more than `rows x 4e-18`, far inside the 1e-9 parity.
 const SKIP: f64 = -40.0;
+/// How far below a sub-block's ceiling of `ln rho` every row's maximum may lie for the
+/// ceiling to serve as the shift of all its rows.
+const ONE_TOP: f64 = 600.0;
 
 /// The sample sorted in ascending order (by `total_cmp`), as [`e_step`] needs it.
 pub(crate) struct Sorted(Vec<f64>);
@@ -169,9 +172,10 @@ impl Scratch {
 
     /// Pick the components that matter somewhere in `[lo, hi]`: those whose largest
     /// `ln rho` there comes within [`SKIP`] of the largest smallest one (a lower bound of
-    /// every row's maximum).
+    /// every row's maximum). Returns that lower bound and an upper bound of every row's
+    /// maximum.
     #[inline(always)]
-    fn select(&mut self, lo: f64, hi: f64, lr: &LogRho) {
+    fn select(&mut self, lo: f64, hi: f64, lr: &LogRho) -> (f64, f64) {
         let k = lr.mean.len();
         let at = |j: usize, v: f64| {
             let d = v - lr.mean[j];
@@ -185,8 +189,10 @@ impl Scratch {
         self.constant.clear();
         self.mean.clear();
         self.half_precision.clear();
+        let mut ceiling = f64::NEG_INFINITY;
         for j in 0..k {
             let best = at(j, lr.mean[j].clamp(lo, hi));
+            ceiling = max(ceiling, best);
             if best - floor >= SKIP {
                 self.active.push(j);
                 self.constant.push(lr.constant[j]);
@@ -194,6 +200,7 @@ impl Scratch {
                 self.half_precision.push(lr.half_precision[j]);
             }
         }
+        (floor, ceiling)
     }
 
     /// `sum r ln r` of up to [`SUB_ROWS`] sorted rows; their per-component moments are
@@ -202,7 +209,7 @@ impl Scratch {
     fn sub_block<S: pulp::Simd>(&mut self, simd: S, sub: &[f64], lr: &LogRho) -> f64 {
         let len = sub.len();
         let (lo, hi) = (sub[0], sub[len - 1]);
-        self.select(lo, hi, lr);
+        let (floor, ceiling) = self.select(lo, hi, lr);
         let k = self.active.len();
         // Pad a short block with its last value at weight 0. Sums of squares are taken
         // around a value of the block, so they stay as accurate as centred ones.
@@ -212,22 +219,37 @@ impl Scratch {
         let mut w = [0.0; SUB_ROWS];
         w[..len].iter_mut().for_each(|w| *w = 1.0);
 
-        // ln rho per component and row, and the row maximum; then the shifted exponentials
-        // in place, and their sums.
-        let mut top = [f64::NEG_INFINITY; SUB_ROWS];
-        for (a, z) in self.e.chunks_exact_mut(SUB_ROWS).take(k).enumerate() {
-            let (c, mu, hp) = (self.constant[a], self.mean[a], self.half_precision[a]);
-            for ((z, x), top) in z.iter_mut().zip(&x).zip(&mut top) {
-                let d = x - mu;
-                *z = (d * d).mul_add(-hp, c);
-                *top = max(*top, *z);
-            }
-        }
+        // e = exp(ln rho - top) and s = sum_k e per row, for a `top` at least every
+        // component's ln rho. A block's ceiling is one, and good enough when no row's
+        // maximum is more than ONE_TOP below it (the row's best e stays above e^-600, far
+        // from underflow): one pass. Otherwise (wide blocks in sparse tails) each row's
+        // own maximum, in two passes.
+        let mut top = [ceiling; SUB_ROWS];
         let mut s = [0.0; SUB_ROWS];
-        for e in self.e.chunks_exact_mut(SUB_ROWS).take(k) {
-            for ((e, top), s) in e.iter_mut().zip(&top).zip(&mut s) {
-                *e = exp(*e - top);
-                *s += *e;
+        if ceiling - floor <= ONE_TOP {
+            for (a, e) in self.e.chunks_exact_mut(SUB_ROWS).take(k).enumerate() {
+                let (c, mu, hp) = (self.constant[a] - ceiling, self.mean[a], self.half_precision[a]);
+                for ((e, x), s) in e.iter_mut().zip(&x).zip(&mut s) {
+                    let d = x - mu;
+                    *e = exp((d * d).mul_add(-hp, c));
+                    *s += *e;
+                }
+            }
+        } else {
+            top.fill(f64::NEG_INFINITY);
+            for (a, z) in self.e.chunks_exact_mut(SUB_ROWS).take(k).enumerate() {
+                let (c, mu, hp) = (self.constant[a], self.mean[a], self.half_precision[a]);
+                for ((z, x), top) in z.iter_mut().zip(&x).zip(&mut top) {
+                    let d = x - mu;
+                    *z = (d * d).mul_add(-hp, c);
+                    *top = max(*top, *z);
+                }
+            }
+            for e in self.e.chunks_exact_mut(SUB_ROWS).take(k) {
+                for ((e, top), s) in e.iter_mut().zip(&top).zip(&mut s) {
+                    *e = exp(*e - top);
+                    *s += *e;
+                }
             }
         }
         // r = e w / s. sum_i sum_k r ln r = sum_i sum_k r (ln rho - top) - sum_i ln s, and
@@ -290,6 +312,44 @@ fn component_sums<S: pulp::Simd>(simd: S, e: &[f64], inv: &[f64], dx: &[f64]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e_step_matches_a_direct_computation() {
+        // Two modes and a sparse tail out to 1e5: the tail's sub-block is too wide for one
+        // shift (the two-pass path), the others take the one-pass path, some components
+        // are skipped in some sub-blocks.
+        let mut x: Vec<f64> =
+            (0..2000).map(|i| if i % 2 == 0 { 0.0 } else { 50.0 } + ((i * 37) % 101) as f64 / 25.0).collect();
+        x.extend((0..20).map(|i| 100.0 * 1.4_f64.powi(i)));
+        let lr = LogRho {
+            constant: vec![-1.0, -2.5, -9.0],
+            mean: vec![2.0, 52.0, 1e4],
+            half_precision: vec![0.5, 0.125, 0.5e-6],
+        };
+        let stats = e_step(&Sorted::new(&x), &lr);
+        let (k, mut want, mut entropy) = (3, vec![Moments::default(); 3], 0.0);
+        for &v in &x {
+            let z: Vec<f64> =
+                (0..k).map(|j| lr.constant[j] - (v - lr.mean[j]).powi(2) * lr.half_precision[j]).collect();
+            let top = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = z.iter().map(|z| (z - top).exp()).sum();
+            for j in 0..k {
+                let r = (z[j] - top).exp() / s;
+                want[j] = want[j].merge(Moments { n: r, mean: v, m2: 0.0 });
+                if r > 0.0 {
+                    entropy += r * (z[j] - top - s.ln());
+                }
+            }
+        }
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-11 * a.abs().max(b.abs()).max(1.0);
+        for (got, want) in stats.moments.iter().zip(&want) {
+            assert!(
+                close(got.n, want.n) && close(got.mean, want.mean) && close(got.m2, want.m2),
+                "{got:?} vs {want:?}"
+            );
+        }
+        assert!(close(stats.sum_r_ln_r, entropy), "{} vs {entropy}", stats.sum_r_ln_r);
+    }
 
     #[test]
     fn merged_moments_equal_the_direct_ones() {

@@ -182,7 +182,7 @@ pub(crate) fn min(a: f64, b: f64) -> f64 {
     if a < b { a } else { b }
 }
 
-/// A running product of many factors in [1, 2^900) kept as mantissa and exponent, so
+/// A running product of many positive factors in [1e-300, 2^900) kept as mantissa and exponent, so
 /// `ln` of the product of a whole block costs one `ln` per lane, not one per row.
 #[derive(Clone, Copy)]
 pub(crate) struct LnProduct {
@@ -195,7 +195,7 @@ impl LnProduct {
         Self { mantissa: [1.0; LANES], exponent: [0; LANES] }
     }
 
-    /// Multiply each lane by its factor (each factor at least 1, finite).
+    /// Multiply each lane by its factor (each in [1e-300, 2^900)).
     #[inline(always)]
     pub(crate) fn mul(&mut self, factors: &Lanes) {
         const MANTISSA: u64 = (1 << 52) - 1;
