@@ -147,3 +147,25 @@ fn byte_and_float_one_hots_decode_alike() {
     let from_floats = denormalize(mix, &alpha, &floats.iter().map(OneHot::F64).collect::<Vec<_>>());
     assert_eq!(from_bytes, from_floats);
 }
+
+#[test]
+fn outliers_draw_the_broadest_component() {
+    // Far from every component the broadest one holds all the posterior: rows that
+    // underflow the one-pass shift are redone with their own maximum, mixed with rows that
+    // do not in the same block.
+    let model = fitted(&amounts(10_000, 3));
+    let column = &model.columns[0];
+    let mix = column.mixture().expect("continuous");
+    let broadest = (0..column.one_hot.len())
+        .max_by(|&a, &b| mix.covariances[column.one_hot[a]].total_cmp(&mix.covariances[column.one_hot[b]]))
+        .expect("a component");
+    let values: Vec<f64> = (0..600).map(|i| if i % 3 == 0 { 1e9 * (1.0 + f64::from(i)) } else { 40.0 }).collect();
+    let encoded = model.transform(&batch(values), 9).expect("transform");
+    let hot: &UInt8Array = encoded
+        .column_by_name(&column.one_hot_names()[broadest])
+        .expect("one-hot")
+        .as_any()
+        .downcast_ref()
+        .expect("u8");
+    assert!((0..600).step_by(3).all(|i| hot.value(i) == 1));
+}

@@ -33,6 +33,8 @@ const BYTE_ROWS: usize = 2048;
 /// Precomputed per valid component: what the row loop needs, nothing else.
 struct Valid {
     constant: Vec<f64>,
+    /// `constant` less its maximum: `ln rho` shifted by a bound of every row's maximum.
+    shifted: Vec<f64>,
     mean: Vec<f64>,
     half_precision: Vec<f64>,
     scale: Vec<f64>, // 4 std
@@ -42,8 +44,11 @@ impl Valid {
     fn new(mix: &Mixture) -> Self {
         let lr = mix.log_rho();
         let idx = mix.valid_components();
+        let constant: Vec<f64> = idx.iter().map(|&j| lr.constant[j]).collect();
+        let ceiling = constant.iter().copied().fold(f64::NEG_INFINITY, max);
         Self {
-            constant: idx.iter().map(|&j| lr.constant[j]).collect(),
+            shifted: constant.iter().map(|c| c - ceiling).collect(),
+            constant,
             mean: idx.iter().map(|&j| mix.means[j]).collect(),
             half_precision: idx.iter().map(|&j| lr.half_precision[j]).collect(),
             scale: idx.iter().map(|&j| 4.0 * mix.stds[j]).collect(),
@@ -112,30 +117,31 @@ impl Kernel for Draw<'_, '_> {
     type Output = ();
 
     #[inline(always)]
-    fn run<S: pulp::Simd>(self, _simd: S) {
+    fn run<S: pulp::Simd>(self, simd: S) {
         let Draw { v, x, alpha, one_hot, seed, first_row } = self;
         let k = v.mean.len();
         let mut e = vec![0.0; k * SUB_ROWS];
+        let mut pick = [0.0; SUB_ROWS];
+        let mut raw = [0.0; SUB_ROWS];
         for ((x, alpha), sub) in x.chunks(SUB_ROWS).zip(alpha.chunks_mut(SUB_ROWS)).zip(0u64..) {
             let len = x.len();
             let mut xs = [0.0; SUB_ROWS];
             xs[..len].copy_from_slice(x);
-            // ln rho per component, the row maximum, then shifted exponentials and sums.
-            let mut top = [f64::NEG_INFINITY; SUB_ROWS];
-            for (j, e) in e.chunks_exact_mut(SUB_ROWS).enumerate() {
-                let (c, mu, hp) = (v.constant[j], v.mean[j], v.half_precision[j]);
-                for ((e, x), top) in e.iter_mut().zip(&xs).zip(&mut top) {
-                    let d = x - mu;
-                    *e = c - d * d * hp;
-                    *top = max(*top, *e);
-                }
-            }
+            // Exponentials of ln rho shifted by the largest constant, which no row's ln rho
+            // exceeds, and their sums: one pass. A row far from every component (an
+            // outlier) can underflow that way; then the block takes each row's own
+            // maximum, in two passes.
             let mut total = [0.0; SUB_ROWS];
-            for e in e.chunks_exact_mut(SUB_ROWS) {
-                for ((e, top), total) in e.iter_mut().zip(&top).zip(&mut total) {
-                    *e = exp_draw(*e - top);
+            for (j, e) in e.chunks_exact_mut(SUB_ROWS).enumerate() {
+                let (c, mu, hp) = (v.shifted[j], v.mean[j], v.half_precision[j]);
+                for ((e, x), total) in e.iter_mut().zip(&xs).zip(&mut total) {
+                    let d = x - mu;
+                    *e = exp_draw((d * d).mul_add(-hp, c));
                     *total += *e;
                 }
+            }
+            if total[..len].iter().any(|t| *t < EXACT_BELOW) {
+                total = row_maximum_exps(v, &xs, &mut e);
             }
             // Target u * total; the pick is the first component whose running sum passes it.
             let row0 = first_row + sub * SUB_ROWS as u64;
@@ -143,31 +149,79 @@ impl Kernel for Draw<'_, '_> {
             for ((t, total), i) in target.iter_mut().zip(&total).zip(0u64..) {
                 *t = uniform(seed, row0 + i) * total;
             }
-            let mut acc = [0.0; SUB_ROWS];
-            let mut pick = [0u16; SUB_ROWS];
-            let mut mean = [v.mean[0]; SUB_ROWS];
-            let mut scale = [v.scale[0]; SUB_ROWS];
-            for (j, e) in e.chunks_exact(SUB_ROWS).enumerate().take(k - 1) {
-                let (next, next_mean, next_scale) = (j as u16 + 1, v.mean[j + 1], v.scale[j + 1]);
-                for i in 0..SUB_ROWS {
-                    acc[i] += e[i];
-                    if acc[i] <= target[i] {
-                        pick[i] = next;
-                        mean[i] = next_mean;
-                        scale[i] = next_scale;
-                    }
-                }
-            }
-            for i in 0..len {
-                alpha[i] = ((xs[i] - mean[i]) / scale[i]).clamp(-ALPHA_CLIP, ALPHA_CLIP);
+            pick_components(simd, v, &e, &target, &xs, &mut raw, &mut pick);
+            for (alpha, raw) in alpha.iter_mut().zip(&raw) {
+                *alpha = raw.clamp(-ALPHA_CLIP, ALPHA_CLIP);
             }
             let from = sub as usize * SUB_ROWS;
             for (column, j) in one_hot.iter_mut().zip(0u16..) {
+                let j = f64::from(j);
                 for (bit, pick) in column[from..from + len].iter_mut().zip(&pick) {
                     *bit = u8::from(*pick == j);
                 }
             }
         }
+    }
+}
+
+/// Below this a row's sum of exponentials shifted by the largest constant may have lost
+/// components to the exponential's floor (e^-700): the block is redone row by row.
+const EXACT_BELOW: f64 = 1e-280;
+
+/// Exponentials of `ln rho` shifted by each row's own maximum, into `e`; their sums.
+#[inline(always)]
+fn row_maximum_exps(v: &Valid, xs: &[f64; SUB_ROWS], e: &mut [f64]) -> [f64; SUB_ROWS] {
+    let mut top = [f64::NEG_INFINITY; SUB_ROWS];
+    for (j, e) in e.chunks_exact_mut(SUB_ROWS).enumerate() {
+        let (c, mu, hp) = (v.constant[j], v.mean[j], v.half_precision[j]);
+        for ((e, x), top) in e.iter_mut().zip(xs).zip(&mut top) {
+            let d = x - mu;
+            *e = (d * d).mul_add(-hp, c);
+            *top = max(*top, *e);
+        }
+    }
+    let mut total = [0.0; SUB_ROWS];
+    for e in e.chunks_exact_mut(SUB_ROWS) {
+        for ((e, top), total) in e.iter_mut().zip(&top).zip(&mut total) {
+            *e = exp_draw(*e - top);
+            *total += *e;
+        }
+    }
+    total
+}
+
+/// Per row: the component drawn (the first whose running sum of `e` exceeds the target),
+/// as a float index into `pick`, and the unclipped alpha into `raw`. Rows side by side in
+/// SIMD registers, components one after the other, so nothing goes through memory but `e`.
+#[inline(always)]
+fn pick_components<S: pulp::Simd>(
+    simd: S,
+    v: &Valid,
+    e: &[f64],
+    target: &[f64; SUB_ROWS],
+    xs: &[f64; SUB_ROWS],
+    raw: &mut [f64; SUB_ROWS],
+    pick: &mut [f64; SUB_ROWS],
+) {
+    let k = v.mean.len();
+    let regs = SUB_ROWS / S::F64_LANES;
+    let e = S::as_simd_f64s(e).0;
+    let (target, xs) = (S::as_simd_f64s(target).0, S::as_simd_f64s(xs).0);
+    let (raw, pick) = (S::as_mut_simd_f64s(raw).0, S::as_mut_simd_f64s(pick).0);
+    for i in 0..regs {
+        let mut acc = simd.splat_f64s(0.0);
+        let mut chosen = simd.splat_f64s(0.0);
+        let mut mean = simd.splat_f64s(v.mean[0]);
+        let mut scale = simd.splat_f64s(v.scale[0]);
+        for j in 0..k - 1 {
+            acc = simd.add_f64s(acc, e[j * regs + i]);
+            let passed = simd.less_than_or_equal_f64s(acc, target[i]);
+            chosen = simd.select_f64s(passed, simd.splat_f64s((j + 1) as f64), chosen);
+            mean = simd.select_f64s(passed, simd.splat_f64s(v.mean[j + 1]), mean);
+            scale = simd.select_f64s(passed, simd.splat_f64s(v.scale[j + 1]), scale);
+        }
+        raw[i] = simd.div_f64s(simd.sub_f64s(xs[i], mean), scale);
+        pick[i] = chosen;
     }
 }
 
