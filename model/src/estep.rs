@@ -40,6 +40,11 @@ impl Sorted {
         sorted.par_sort_unstable_by(f64::total_cmp);
         Self(sorted)
     }
+
+    /// The values, ascending.
+    pub(crate) fn values(&self) -> &[f64] {
+        &self.0
+    }
 }
 
 /// A component's share of some rows: weighted count, weighted mean, and weighted sum of
@@ -214,10 +219,15 @@ impl Scratch {
         // Pad a short block with its last value at weight 0. Sums of squares are taken
         // around a value of the block, so they stay as accurate as centred ones.
         let shift = sub[len / 2];
-        let mut x = [hi; SUB_ROWS];
-        x[..len].copy_from_slice(sub);
-        let mut w = [0.0; SUB_ROWS];
-        w[..len].iter_mut().for_each(|w| *w = 1.0);
+        let (padded, weights);
+        let (x, w): (&[f64; SUB_ROWS], &[f64; SUB_ROWS]) = match <&[f64; SUB_ROWS]>::try_from(sub) {
+            Ok(x) => (x, &[1.0; SUB_ROWS]),
+            Err(_) => {
+                padded = std::array::from_fn(|i| sub.get(i).copied().unwrap_or(hi));
+                weights = std::array::from_fn(|i| if i < len { 1.0 } else { 0.0 });
+                (&padded, &weights)
+            }
+        };
 
         // e = exp(ln rho - top) and s = sum_k e per row, for a `top` at least every
         // component's ln rho. A block's ceiling is one, and good enough when no row's
@@ -229,7 +239,7 @@ impl Scratch {
         if ceiling - floor <= ONE_TOP {
             for (a, e) in self.e.chunks_exact_mut(SUB_ROWS).take(k).enumerate() {
                 let (c, mu, hp) = (self.constant[a] - ceiling, self.mean[a], self.half_precision[a]);
-                for ((e, x), s) in e.iter_mut().zip(&x).zip(&mut s) {
+                for ((e, x), s) in e.iter_mut().zip(x).zip(&mut s) {
                     let d = x - mu;
                     *e = exp((d * d).mul_add(-hp, c));
                     *s += *e;
@@ -239,7 +249,7 @@ impl Scratch {
             top.fill(f64::NEG_INFINITY);
             for (a, z) in self.e.chunks_exact_mut(SUB_ROWS).take(k).enumerate() {
                 let (c, mu, hp) = (self.constant[a], self.mean[a], self.half_precision[a]);
-                for ((z, x), top) in z.iter_mut().zip(&x).zip(&mut top) {
+                for ((z, x), top) in z.iter_mut().zip(x).zip(&mut top) {
                     let d = x - mu;
                     *z = (d * d).mul_add(-hp, c);
                     *top = max(*top, *z);

@@ -14,18 +14,23 @@ const MAX_ITER: usize = 300;
 ///
 /// `x` must not be empty and `k` must be at least 1.
 pub fn kmeans_labels(x: &[f64], k: usize, seed: u64) -> Vec<usize> {
-    debug_assert!(!x.is_empty() && k >= 1);
+    let mut sorted = x.to_vec();
+    sorted.par_sort_unstable_by(f64::total_cmp);
+    kmeans_labels_of_sorted(x, &sorted, k, seed)
+}
+
+/// [`kmeans_labels`] given `sorted`, the values of `x` in ascending `total_cmp` order.
+pub(crate) fn kmeans_labels_of_sorted(x: &[f64], sorted: &[f64], k: usize, seed: u64) -> Vec<usize> {
+    debug_assert!(!x.is_empty() && k >= 1 && sorted.len() == x.len());
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut centres = plus_plus(x, k, &mut rng);
     // Lloyd iterations on the sorted values: in one dimension every cluster is a run of
     // the sorted values, so an iteration costs k binary searches and k range sums
     // (compensated prefix sums), not a pass over the data.
-    let mut sorted = x.to_vec();
-    sorted.par_sort_unstable_by(f64::total_cmp);
-    let prefix = CompensatedPrefix::new(&sorted);
+    let prefix = CompensatedPrefix::new(sorted);
     let mut previous = Vec::new();
     for _ in 0..MAX_ITER {
-        let runs = runs(&sorted, &centres);
+        let runs = runs(sorted, &centres);
         if runs == previous {
             break;
         }
