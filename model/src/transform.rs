@@ -125,8 +125,15 @@ impl Kernel for Draw<'_, '_> {
         let mut raw = [0.0; SUB_ROWS];
         for ((x, alpha), sub) in x.chunks(SUB_ROWS).zip(alpha.chunks_mut(SUB_ROWS)).zip(0u64..) {
             let len = x.len();
-            let mut xs = [0.0; SUB_ROWS];
-            xs[..len].copy_from_slice(x);
+            // Full blocks are read in place; the last one is padded with zeros.
+            let padded;
+            let xs: &[f64; SUB_ROWS] = match <&[f64; SUB_ROWS]>::try_from(x) {
+                Ok(xs) => xs,
+                Err(_) => {
+                    padded = std::array::from_fn(|i| x.get(i).copied().unwrap_or(0.0));
+                    &padded
+                }
+            };
             // Exponentials of ln rho shifted by the largest constant, which no row's ln rho
             // exceeds, and their sums: one pass. A row far from every component (an
             // outlier) can underflow that way; then the block takes each row's own
@@ -134,14 +141,14 @@ impl Kernel for Draw<'_, '_> {
             let mut total = [0.0; SUB_ROWS];
             for (j, e) in e.chunks_exact_mut(SUB_ROWS).enumerate() {
                 let (c, mu, hp) = (v.shifted[j], v.mean[j], v.half_precision[j]);
-                for ((e, x), total) in e.iter_mut().zip(&xs).zip(&mut total) {
+                for ((e, x), total) in e.iter_mut().zip(xs).zip(&mut total) {
                     let d = x - mu;
                     *e = exp_draw((d * d).mul_add(-hp, c));
                     *total += *e;
                 }
             }
             if total[..len].iter().any(|t| *t < EXACT_BELOW) {
-                total = row_maximum_exps(v, &xs, &mut e);
+                total = row_maximum_exps(v, xs, &mut e);
             }
             // Target u * total; the pick is the first component whose running sum passes it.
             let row0 = first_row + sub * SUB_ROWS as u64;
@@ -149,7 +156,7 @@ impl Kernel for Draw<'_, '_> {
             for ((t, total), i) in target.iter_mut().zip(&total).zip(0u64..) {
                 *t = uniform(seed, row0 + i) * total;
             }
-            pick_components(simd, v, &e, &target, &xs, &mut raw, &mut pick);
+            pick_components(simd, v, &e, &target, xs, &mut raw, &mut pick);
             for (alpha, raw) in alpha.iter_mut().zip(&raw) {
                 *alpha = raw.clamp(-ALPHA_CLIP, ALPHA_CLIP);
             }
