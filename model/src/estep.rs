@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use crate::gmm::LogRho;
-use crate::lanes::{self, Acc, Kernel, LANES, Lanes, LnProduct, exp, lane_sum, max};
+use crate::lanes::{self, Acc, Kernel, Lanes, exp, lane_sum, max};
 
 /// Rows per parallel task.
 pub(crate) const TASK_ROWS: usize = 16_384;
@@ -296,21 +296,16 @@ impl Scratch {
         // r = e w / s. sum_i sum_k r ln r = sum_i sum_k r (ln rho - top) - sum_i ln s, and
         // sum_k r (ln rho - top) = sum_k r ln rho - w top, so only per-component sums
         // are needed: sum_i r ln rho = c N - hp sum_i r (x - mu)^2.
-        let mut inv = [0.0; SUB_ROWS];
-        let mut norm = LnProduct::new();
-        let mut tops = [0.0; LANES];
-        for g in 0..SUB_ROWS / LANES {
-            let rows = g * LANES..(g + 1) * LANES;
-            let inv = &mut inv[rows.clone()];
-            let (s, w, top) = (&s[rows.clone()], &w[rows.clone()], &top[rows]);
-            let factor: Lanes = std::array::from_fn(|t| if w[t] > 0.0 { s[t] } else { 1.0 });
-            norm.mul(&factor);
-            for t in 0..LANES {
-                inv[t] = w[t] / s[t];
-                tops[t] = w[t].mul_add(top[t], tops[t]);
-            }
-        }
-        let mut entropy = -lane_sum(&tops) - norm.ln();
+        // ln s per row as exponent + ln mantissa: the mantissas (in [1, 2)) are multiplied
+        // lane by lane over the block and the exponents summed, so the block costs one ln
+        // per lane.
+        let factor = |i: usize| if w[i] > 0.0 { s[i] } else { 1.0 };
+        let inv: [f64; SUB_ROWS] = std::array::from_fn(|i| w[i] / s[i]);
+        let mantissa: [f64; SUB_ROWS] = std::array::from_fn(|i| lanes::split(factor(i)).0);
+        let exponent: [f64; SUB_ROWS] = std::array::from_fn(|i| lanes::split(factor(i)).1);
+        let weighted_top: [f64; SUB_ROWS] = std::array::from_fn(|i| w[i] * top[i]);
+        let (product, exponents, tops) = lane_sums(simd, &mantissa, &exponent, &weighted_top);
+        let mut entropy = -lane_sum(&tops) - lanes::ln_of_product(&product, &exponents);
         self.moments.clear();
         for (a, e) in self.e.chunks_exact(SUB_ROWS).take(k).enumerate() {
             let (count, s1, s2) = component_sums(simd, e, &inv, &dx);
@@ -329,6 +324,28 @@ impl Scratch {
         entropy
     }
 }
+/// Per lane over a sub-block: the product of `mantissa` and the sums of `exponent` and
+/// `weighted_top` (lane `t` takes rows `t`, `t + 8`, ...).
+#[inline(always)]
+fn lane_sums<S: pulp::Simd>(
+    simd: S,
+    mantissa: &[f64; SUB_ROWS],
+    exponent: &[f64; SUB_ROWS],
+    weighted_top: &[f64; SUB_ROWS],
+) -> (Lanes, Lanes, Lanes) {
+    let regs = Acc::<S>::REGS;
+    let (mut product, mut exponents, mut tops) = (Acc::splat(simd, 1.0), Acc::zero(simd), Acc::zero(simd));
+    let (m, e, t) = (S::as_simd_f64s(mantissa).0, S::as_simd_f64s(exponent).0, S::as_simd_f64s(weighted_top).0);
+    for ((m, e), t) in m.chunks_exact(regs).zip(e.chunks_exact(regs)).zip(t.chunks_exact(regs)) {
+        for v in 0..regs {
+            *product.reg(v) = simd.mul_f64s(*product.reg(v), m[v]);
+            *exponents.reg(v) = simd.add_f64s(*exponents.reg(v), e[v]);
+            *tops.reg(v) = simd.add_f64s(*tops.reg(v), t[v]);
+        }
+    }
+    (product.lanes(), exponents.lanes(), tops.lanes())
+}
+
 /// `sum r`, `sum r dx` and `sum r dx^2` over a sub-block, with `r = e inv`. Written with
 /// explicit SIMD: LLVM leaves these three reductions partly scalar.
 #[inline(always)]

@@ -58,13 +58,24 @@ impl<S: pulp::Simd> Acc<S> {
         Self { regs: [simd.splat_f64s(0.0); LANES] }
     }
 
-    /// The lanes, summed in a fixed order.
     #[inline(always)]
-    pub(crate) fn sum(&self) -> f64 {
+    pub(crate) fn splat(simd: S, value: f64) -> Self {
+        Self { regs: [simd.splat_f64s(value); LANES] }
+    }
+
+    /// The lanes, in order.
+    #[inline(always)]
+    pub(crate) fn lanes(&self) -> Lanes {
         let mut out = [0.0; LANES];
         let (regs, _) = S::as_mut_simd_f64s(&mut out);
         regs.copy_from_slice(&self.regs[..Self::REGS]);
-        lane_sum(&out)
+        out
+    }
+
+    /// The lanes, summed in a fixed order.
+    #[inline(always)]
+    pub(crate) fn sum(&self) -> f64 {
+        lane_sum(&self.lanes())
     }
 
     #[inline(always)]
@@ -182,36 +193,18 @@ pub(crate) fn min(a: f64, b: f64) -> f64 {
     if a < b { a } else { b }
 }
 
-/// A running product of many positive factors in [1e-300, 2^900) kept as mantissa and exponent, so
-/// `ln` of the product of a whole block costs one `ln` per lane, not one per row.
-#[derive(Clone, Copy)]
-pub(crate) struct LnProduct {
-    mantissa: Lanes,
-    exponent: [i64; LANES],
+/// `x = m 2^e` with `m` in [1, 2): `(m, e)`, for a positive normal `x`. Exact.
+#[inline(always)]
+pub(crate) fn split(x: f64) -> (f64, f64) {
+    const MANTISSA: u64 = (1 << 52) - 1;
+    let bits = x.to_bits();
+    (f64::from_bits((bits & MANTISSA) | (1023 << 52)), ((bits >> 52) & 0x7ff) as f64 - 1023.0)
 }
 
-impl LnProduct {
-    pub(crate) fn new() -> Self {
-        Self { mantissa: [1.0; LANES], exponent: [0; LANES] }
-    }
-
-    /// Multiply each lane by its factor (each in [1e-300, 2^900)).
-    #[inline(always)]
-    pub(crate) fn mul(&mut self, factors: &Lanes) {
-        const MANTISSA: u64 = (1 << 52) - 1;
-        for t in 0..LANES {
-            // Exact renormalization: the mantissa returns to [1, 2), the power of two
-            // moves to the integer exponent.
-            let bits = (self.mantissa[t] * factors[t]).to_bits();
-            self.exponent[t] += ((bits >> 52) & 0x7ff) as i64 - 1023;
-            self.mantissa[t] = f64::from_bits((bits & MANTISSA) | (1023 << 52));
-        }
-    }
-
-    /// `ln` of the product over every lane.
-    pub(crate) fn ln(&self) -> f64 {
-        (0..LANES).map(|t| self.mantissa[t].ln() + self.exponent[t] as f64 * std::f64::consts::LN_2).sum()
-    }
+/// `ln` of the product over the lanes of `mantissa_t 2^exponent_t`, each mantissa a
+/// product of at most a few hundred values in [1, 2) (so finite), each exponent an integer.
+pub(crate) fn ln_of_product(mantissa: &Lanes, exponent: &Lanes) -> f64 {
+    (0..LANES).map(|t| mantissa[t].ln() + exponent[t] * std::f64::consts::LN_2).sum()
 }
 
 #[cfg(test)]
@@ -261,15 +254,19 @@ mod tests {
     }
 
     #[test]
-    fn ln_product_matches_the_sum_of_logs() {
+    fn split_products_give_the_sum_of_logs() {
+        // As the E-step uses them: a block of row sums from e^-600 to 10, eight lanes.
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
-        let mut p = LnProduct::new();
-        let mut want = 0.0;
-        for _ in 0..10_000 {
-            let f: Lanes = std::array::from_fn(|_| rng.random_range(1.0..10.0));
-            want += f.iter().map(|v| v.ln()).sum::<f64>();
-            p.mul(&f);
+        let x: Vec<f64> = (0..256).map(|_| rng.random_range(-600.0_f64..2.3).exp()).collect();
+        let (mut mantissa, mut exponent) = ([1.0; LANES], [0.0; LANES]);
+        for (i, v) in x.iter().enumerate() {
+            let (m, e) = split(*v);
+            assert_eq!(m * 2.0_f64.powf(e), *v);
+            mantissa[i % LANES] *= m;
+            exponent[i % LANES] += e;
         }
-        assert!((p.ln() - want).abs() <= 1e-12 * want, "{} vs {want}", p.ln());
+        let want: f64 = x.iter().map(|v| v.ln()).sum();
+        let got = ln_of_product(&mantissa, &exponent);
+        assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
     }
 }
