@@ -2,7 +2,7 @@
 //! (`init_params="kmeans"`): greedy k-means++ seeding, then Lloyd iterations.
 
 use rand::{Rng, SeedableRng};
-use rayon::slice::ParallelSliceMut;
+use rayon::prelude::*;
 
 use crate::lanes::{self, Kernel, LANES};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -135,9 +135,11 @@ fn plus_plus(x: &[f64], k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
             }
         }
         let (pot, centre) = best.unwrap_or((potential, first));
-        for (d, v) in closest.iter_mut().zip(x) {
-            *d = d.min((v - centre).powi(2));
-        }
+        closest.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(closest, x)| {
+            for (d, v) in closest.iter_mut().zip(x) {
+                *d = d.min((v - centre).powi(2));
+            }
+        });
         potential = pot;
         centres.push(centre);
     }
@@ -145,9 +147,18 @@ fn plus_plus(x: &[f64], k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
 }
 
 /// `sum_i min(closest_i, (x_i - centre)^2)`: the potential if `centre` were added.
+/// Parallel over fixed chunks summed in order, so the thread count changes nothing.
 fn potential_with(x: &[f64], closest: &[f64], centre: f64) -> f64 {
-    lanes::dispatch(Potential { x, closest, centre })
+    let parts: Vec<f64> = x
+        .par_chunks(CHUNK)
+        .zip(closest.par_chunks(CHUNK))
+        .map(|(x, closest)| lanes::dispatch(Potential { x, closest, centre }))
+        .collect();
+    parts.iter().sum()
 }
+
+/// Rows per parallel chunk of the k-means++ passes.
+const CHUNK: usize = 65_536;
 
 struct Potential<'a> {
     x: &'a [f64],
