@@ -3,10 +3,12 @@
 //! of [`SUB_ROWS`]: a sub-block's responsibilities live only long enough to be reduced to
 //! per-component moments, so memory is proportional to a sub-block, never to the sample.
 //!
-//! Sorted, a sub-block covers a narrow range of values, and most components are so far
-//! from all of it that their responsibilities there are below e^[`SKIP`] of the best
-//! component's (far under a rounding error of the row's total): those (sub-block,
-//! component) pairs are skipped, which is most of them once the mixture has settled.
+//! Sorted, a sub-block covers a narrow range of values. Components so far from all of it
+//! that their responsibilities there are below e^[`SKIP`] of the best component's (far
+//! under a rounding error of the row's total) are skipped (12% of the pairs on the bench
+//! data, whose wide components overlap everywhere). The others' `e^ln rho` varies little
+//! over the block: it is taken as its value at one point of the block times a short
+//! series ([`exp_local`]), not a full `exp` per row.
 //!
 //! Every sum has a fixed order that depends on the data alone: lanes within a group,
 //! groups within a sub-block, sub-blocks within a task, then tasks in order. The same
@@ -173,7 +175,8 @@ struct Scratch {
     constant: Vec<f64>,
     mean: Vec<f64>,
     half_precision: Vec<f64>,
-    /// `exp(ln rho - max_k ln rho)` per active component and row (`[a * SUB_ROWS + row]`).
+    /// `exp(ln rho - top)` per active component and row (`[a * SUB_ROWS + row]`), `top`
+    /// the row's shift (see [`Scratch::sub_block`]).
     e: Vec<f64>,
     /// Moments per active component.
     moments: Vec<Moments>,
