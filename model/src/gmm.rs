@@ -7,8 +7,8 @@ use statrs::function::beta::ln_beta;
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use crate::ModelError;
-use crate::estep::{Moments, e_step, label_moments};
-use crate::kmeans::kmeans_labels;
+use crate::estep::{Moments, Sorted, e_step, label_moments};
+use crate::kmeans::kmeans_labels_of_sorted;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
@@ -211,8 +211,10 @@ impl Posterior {
 pub fn fit(x: &[f64], params: &ValidMixtureParams) -> Result<Mixture, ModelError> {
     check_sample(x)?;
     let k = params.0.n_components.min(x.len());
-    let labels = kmeans_labels(x, k, params.0.seed);
-    fit_from_labels(x, &labels, params)
+    // One sort serves the k-means and the E-steps.
+    let sorted = Sorted::new(x);
+    let labels = kmeans_labels_of_sorted(x, sorted.values(), k, params.0.seed);
+    start_from_labels(x, &sorted, &labels, params)
 }
 
 /// Fit starting from given labels (one per value, each `< n_components`), as
@@ -223,6 +225,16 @@ pub fn fit(x: &[f64], params: &ValidMixtureParams) -> Result<Mixture, ModelError
 /// As [`fit`], plus [`ModelError::InvalidParams`] when a label is out of range.
 pub fn fit_from_labels(x: &[f64], labels: &[usize], params: &ValidMixtureParams) -> Result<Mixture, ModelError> {
     check_sample(x)?;
+    start_from_labels(x, &Sorted::new(x), labels, params)
+}
+
+/// [`fit_from_labels`] on a checked sample, sorted.
+fn start_from_labels(
+    x: &[f64],
+    sorted: &Sorted,
+    labels: &[usize],
+    params: &ValidMixtureParams,
+) -> Result<Mixture, ModelError> {
     let p = &params.0;
     let k = p.n_components.min(x.len());
     if labels.len() != x.len() || labels.iter().any(|&l| l >= k) {
@@ -230,7 +242,7 @@ pub fn fit_from_labels(x: &[f64], labels: &[usize], params: &ValidMixtureParams)
     }
     let priors = Priors::from_data(x, k, p);
     let post = m_step(&label_moments(x, labels, k), &priors);
-    Ok(iterate(x, post, &priors, f64::NEG_INFINITY, p))
+    Ok(iterate(sorted, post, &priors, f64::NEG_INFINITY, p))
 }
 
 /// Refit on `x` starting from `previous`, as scikit-learn's `warm_start=True` does on a
@@ -245,7 +257,7 @@ pub fn fit_warm_start(x: &[f64], previous: &Mixture, params: &ValidMixtureParams
     check_sample(x)?;
     let post = Posterior::from_mixture(previous)?;
     let priors = Priors::from_data(x, post.a.len(), &params.0);
-    Ok(iterate(x, post, &priors, previous.lower_bound, &params.0))
+    Ok(iterate(&Sorted::new(x), post, &priors, previous.lower_bound, &params.0))
 }
 
 /// Streaming variational update: `prior`'s posterior becomes the prior for `x`, and the
@@ -259,11 +271,11 @@ pub fn fit_streaming(x: &[f64], prior: &Mixture, params: &ValidMixtureParams) ->
     check_sample(x)?;
     let post = Posterior::from_mixture(prior)?;
     let priors = Priors::from_posterior(&post, params.0.reg_covar);
-    Ok(iterate(x, post, &priors, f64::NEG_INFINITY, &params.0))
+    Ok(iterate(&Sorted::new(x), post, &priors, f64::NEG_INFINITY, &params.0))
 }
 
 /// E/M iterations from `post` until the lower bound moves less than `tol`.
-fn iterate(x: &[f64], mut post: Posterior, priors: &Priors, start_bound: f64, p: &MixtureParams) -> Mixture {
+fn iterate(x: &Sorted, mut post: Posterior, priors: &Priors, start_bound: f64, p: &MixtureParams) -> Mixture {
     let mut lower_bound = start_bound;
     let mut n_iter = 0;
     let mut converged = false;

@@ -2,7 +2,7 @@
 //! (`init_params="kmeans"`): greedy k-means++ seeding, then Lloyd iterations.
 
 use rand::{Rng, SeedableRng};
-use rayon::slice::ParallelSliceMut;
+use rayon::prelude::*;
 
 use crate::lanes::{self, Kernel, LANES};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -14,18 +14,23 @@ const MAX_ITER: usize = 300;
 ///
 /// `x` must not be empty and `k` must be at least 1.
 pub fn kmeans_labels(x: &[f64], k: usize, seed: u64) -> Vec<usize> {
-    debug_assert!(!x.is_empty() && k >= 1);
+    let mut sorted = x.to_vec();
+    sorted.par_sort_unstable_by(f64::total_cmp);
+    kmeans_labels_of_sorted(x, &sorted, k, seed)
+}
+
+/// [`kmeans_labels`] given `sorted`, the values of `x` in ascending `total_cmp` order.
+pub(crate) fn kmeans_labels_of_sorted(x: &[f64], sorted: &[f64], k: usize, seed: u64) -> Vec<usize> {
+    debug_assert!(!x.is_empty() && k >= 1 && sorted.len() == x.len());
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut centres = plus_plus(x, k, &mut rng);
     // Lloyd iterations on the sorted values: in one dimension every cluster is a run of
     // the sorted values, so an iteration costs k binary searches and k range sums
     // (compensated prefix sums), not a pass over the data.
-    let mut sorted = x.to_vec();
-    sorted.par_sort_unstable_by(f64::total_cmp);
-    let prefix = CompensatedPrefix::new(&sorted);
+    let prefix = CompensatedPrefix::new(sorted);
     let mut previous = Vec::new();
     for _ in 0..MAX_ITER {
-        let runs = runs(&sorted, &centres);
+        let runs = runs(sorted, &centres);
         if runs == previous {
             break;
         }
@@ -130,9 +135,11 @@ fn plus_plus(x: &[f64], k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
             }
         }
         let (pot, centre) = best.unwrap_or((potential, first));
-        for (d, v) in closest.iter_mut().zip(x) {
-            *d = d.min((v - centre).powi(2));
-        }
+        closest.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(closest, x)| {
+            for (d, v) in closest.iter_mut().zip(x) {
+                *d = d.min((v - centre).powi(2));
+            }
+        });
         potential = pot;
         centres.push(centre);
     }
@@ -140,9 +147,18 @@ fn plus_plus(x: &[f64], k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
 }
 
 /// `sum_i min(closest_i, (x_i - centre)^2)`: the potential if `centre` were added.
+/// Parallel over fixed chunks summed in order, so the thread count changes nothing.
 fn potential_with(x: &[f64], closest: &[f64], centre: f64) -> f64 {
-    lanes::dispatch(Potential { x, closest, centre })
+    let parts: Vec<f64> = x
+        .par_chunks(CHUNK)
+        .zip(closest.par_chunks(CHUNK))
+        .map(|(x, closest)| lanes::dispatch(Potential { x, closest, centre }))
+        .collect();
+    parts.iter().sum()
 }
+
+/// Rows per parallel chunk of the k-means++ passes.
+const CHUNK: usize = 65_536;
 
 struct Potential<'a> {
     x: &'a [f64],
@@ -154,7 +170,7 @@ impl Kernel for Potential<'_> {
     type Output = f64;
 
     #[inline(always)]
-    fn run(self) -> f64 {
+    fn run<S: pulp::Simd>(self, _simd: S) -> f64 {
         let Self { x, closest, centre } = self;
         let mut acc = [0.0; LANES];
         let (xs, ds) = (x.chunks_exact(LANES), closest.chunks_exact(LANES));

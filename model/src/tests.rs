@@ -129,3 +129,43 @@ fn json_round_trip_keeps_id_and_detects_edits() {
     let err = Model::from_json(&edited.to_string()).expect_err("version");
     assert!(err.to_string().contains("refit with `producer fit`"), "{err}");
 }
+
+#[test]
+fn byte_and_float_one_hots_decode_alike() {
+    // Bytes of any value (ties, all-zero rows, several hot slots) and a ragged length: the
+    // byte path must pick what the float path picks.
+    let model = fitted(&amounts(5_000, 3));
+    let mix = model.columns[0].mixture().expect("continuous");
+    let k = mix.valid_components().len();
+    let n = 70_003;
+    let alpha = Float64Array::from((0..n).map(|i| ((i % 199) as f64 - 99.0) / 100.0).collect::<Vec<_>>());
+    let bytes: Vec<UInt8Array> =
+        (0..k).map(|j| UInt8Array::from((0..n).map(|i| ((i * 7 + j * 13) % 5) as u8).collect::<Vec<_>>())).collect();
+    let floats: Vec<Float64Array> =
+        bytes.iter().map(|b| b.values().iter().map(|&v| Some(f64::from(v))).collect()).collect();
+    let from_bytes = denormalize(mix, &alpha, &bytes.iter().map(OneHot::U8).collect::<Vec<_>>());
+    let from_floats = denormalize(mix, &alpha, &floats.iter().map(OneHot::F64).collect::<Vec<_>>());
+    assert_eq!(from_bytes, from_floats);
+}
+
+#[test]
+fn outliers_draw_the_broadest_component() {
+    // Far from every component the broadest one holds all the posterior: rows that
+    // underflow the one-pass shift are redone with their own maximum, mixed with rows that
+    // do not in the same block.
+    let model = fitted(&amounts(10_000, 3));
+    let column = &model.columns[0];
+    let mix = column.mixture().expect("continuous");
+    let broadest = (0..column.one_hot.len())
+        .max_by(|&a, &b| mix.covariances[column.one_hot[a]].total_cmp(&mix.covariances[column.one_hot[b]]))
+        .expect("a component");
+    let values: Vec<f64> = (0..600).map(|i| if i % 3 == 0 { 1e9 * (1.0 + f64::from(i)) } else { 40.0 }).collect();
+    let encoded = model.transform(&batch(values), 9).expect("transform");
+    let hot: &UInt8Array = encoded
+        .column_by_name(&column.one_hot_names()[broadest])
+        .expect("one-hot")
+        .as_any()
+        .downcast_ref()
+        .expect("u8");
+    assert!((0..600).step_by(3).all(|i| hot.value(i) == 1));
+}
