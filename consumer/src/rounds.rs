@@ -79,10 +79,10 @@ impl ClientContext for SinkContext {}
 
 impl ConsumerContext for SinkContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            if let Ok(mut revoked) = self.revoked.lock() {
-                revoked.extend(list.elements().iter().map(|e| e.partition()));
-            }
+        if let Rebalance::Revoke(list) = rebalance
+            && let Ok(mut revoked) = self.revoked.lock()
+        {
+            revoked.extend(list.elements().iter().map(|e| e.partition()));
         }
     }
 }
@@ -209,11 +209,11 @@ async fn flush(
             warn!(error = %e, "offset list");
         }
     }
-    if offsets.count() > 0 {
-        if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
-            // Not fatal: the rows are redelivered and replace themselves in game_rounds.
-            warn!(error = %e, "offset commit failed");
-        }
+    if offsets.count() > 0
+        && let Err(e) = consumer.commit(&offsets, CommitMode::Sync)
+    {
+        // Not fatal: the rows are redelivered and replace themselves in game_rounds.
+        warn!(error = %e, "offset commit failed");
     }
     *batch = Batch::default();
     true

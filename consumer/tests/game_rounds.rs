@@ -43,13 +43,16 @@ fn amount_text(i: usize, k: usize, cents: i64) -> String {
 }
 
 /// The CSV text, the lines of its bad rows, and the hourly sums per (hour, game, player).
-fn game_rounds_csv() -> (String, Vec<u64>, BTreeMap<(u32, String, String), Sums>) {
+/// Hourly sums by (hour, game, player).
+type HourlySums = BTreeMap<(u32, String, String), Sums>;
+
+fn game_rounds_csv() -> (String, Vec<u64>, HourlySums) {
     let start = 1_735_689_600u32; // 2025-01-01T00:00:00Z
     // Columns in another order than the pipeline's, plus one it ignores.
     let mut text = String::from(
         "provider,game_name,game_id,user_id,game_instance_id,created_timestamp,real_amount_bet,bonus_amount_bet,real_amount_win,bonus_amount_win,session\r\n",
     );
-    let mut expected: BTreeMap<(u32, String, String), Sums> = BTreeMap::new();
+    let mut expected = HourlySums::new();
     let mut bad_lines = Vec::new();
     let mut line = 1u64;
     for i in 0..ROWS {

@@ -126,8 +126,8 @@ pub(crate) fn exp(x: f64) -> f64 {
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
     // fdlibm's split of ln 2: the high part has 21 trailing zero bits, so n * LN2_HI is
     // exact for |n| < 2^21.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     // Adding 1.5 * 2^52 rounds to the nearest integer and leaves it in the low bits.
     const SHIFTER: f64 = 6_755_399_441_055_744.0;
     // Not clamped above: the callers pass shifted log-densities, at most about 0.

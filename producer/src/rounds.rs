@@ -441,12 +441,10 @@ impl RoundsPublisher {
         (acknowledged, outcome)
     }
 
-    fn send(&self, key: String, payload: Vec<u8>) -> impl Future<Output = Result<(), RoundsError>> + use<'_> {
-        async move {
-            let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-            // Queue-full is retried inside `send` until the timeout: backpressure, not failure.
-            self.producer.send(record, Duration::from_secs(300)).await.map(|_| ()).map_err(|(e, _)| e.into())
-        }
+    async fn send(&self, key: String, payload: Vec<u8>) -> Result<(), RoundsError> {
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        // Queue-full is retried inside `send` until the timeout: backpressure, not failure.
+        self.producer.send(record, Duration::from_secs(300)).await.map(|_| ()).map_err(|(e, _)| e.into())
     }
 }
 
