@@ -2,8 +2,11 @@
 # Install (when missing) and run the real services shardflow talks to, on loopback only:
 #   ClickHouse  HTTP 127.0.0.1:8123, native 127.0.0.1:9000  (Debian's clickhouse-server)
 #   tansu       Kafka API 127.0.0.1:9092, durable SQLite storage (built from crates.io with
-#               the patches in scripts/tansu/patches/ applied, into .services/bin/tansu)
-# State lives in .services/ at the repository root (git ignores it).
+#               the patches in scripts/tansu/patches/ applied; see scripts/tansu/README.md)
+# The patched broker is built once per machine into a cache outside the checkout,
+# ${SHARDFLOW_CACHE:-~/.cache/shardflow}/tansu-<stamp>/, keyed by the patches and the lock
+# file, so every clone and every CI run reuses it. Service state (databases, logs) lives in
+# .services/ at the repository root (git ignores it).
 #
 # usage: scripts/services.sh up|down|status|clickhouse-up|stop-clickhouse|kill-clickhouse|start-clickhouse
 #                            |stop-kafka|start-kafka   (the last five are for fault tests)
@@ -14,8 +17,8 @@ state="$root/.services"
 ch_dir="$state/clickhouse"
 kafka_dir="$state/tansu"
 tansu_version=0.6.0
-tansu_bin="$state/bin/tansu"
 export PATH="$HOME/.cargo/bin:$PATH"
+cache="${SHARDFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shardflow}"
 
 say() { printf 'services: %s\n' "$*"; }
 fail() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
@@ -46,7 +49,9 @@ apt_install() {
 }
 
 # What the installed broker was built from.
-tansu_stamp() { cat "$root"/scripts/tansu/{Cargo.toml,Cargo.lock} "$root"/scripts/tansu/patches/*/*.patch | sha256sum | cut -d' ' -f1; }
+tansu_stamp() { cat "$root"/scripts/tansu/{Cargo.toml,Cargo.lock} "$root"/scripts/tansu/src/bin/*.rs "$root"/scripts/tansu/patches/*/*.patch | sha256sum | cut -c1-16; }
+tansu_home="$cache/tansu-$(tansu_stamp)"
+tansu_bin="$tansu_home/bin/tansu"
 
 # tansu from scripts/tansu/ (the published tansu crate) with scripts/tansu/patches/<crate>/*.patch
 # applied to the tansu crates it depends on (fixes to the group coordinator and to the SQLite
@@ -54,11 +59,11 @@ tansu_stamp() { cat "$root"/scripts/tansu/{Cargo.toml,Cargo.lock} "$root"/script
 # what [patch.crates-io] uses.
 patched_crates=(tansu-broker tansu-storage)
 install_tansu() {
-  local build="$state/tansu-build"
+  local build="$cache/tansu-build"
   say "building tansu $tansu_version (Kafka-compatible broker) with scripts/tansu/patches;" \
     "the first build takes ~25 minutes on 2 cores"
   rm -rf "$build/fetch" "$build/tansu" "${patched_crates[@]/#/$build/}"
-  mkdir -p "$build/fetch/src" "$state/bin"
+  mkdir -p "$build/fetch/src" "$tansu_home/bin"
   cat >"$build/fetch/Cargo.toml" <<TOML
 [package]
 name = "fetch-tansu-broker"
@@ -88,18 +93,19 @@ TOML
   done
   CARGO_TARGET_DIR="$build/target" cargo build --release --locked --bin tansu --features dynostore,libsql \
     --manifest-path "$build/tansu/Cargo.toml" || fail "building tansu failed"
-  cp "$build/target/release/tansu" "$tansu_bin"
-  tansu_stamp >"$tansu_bin.stamp"
+  cp "$build/target/release/tansu" "$tansu_bin.tmp"
+  mv "$tansu_bin.tmp" "$tansu_bin" # the binary appears whole or not at all
+  rm -rf "$build" # ~3 GB of intermediate files; the binary is all that is kept
   say "tansu installed in $tansu_bin"
 }
 
-tansu_current() { [ -x "$tansu_bin" ] && [ "$(cat "$tansu_bin.stamp" 2>/dev/null)" = "$(tansu_stamp)" ]; }
+tansu_current() { [ -x "$tansu_bin" ]; }
 
 install() {
   apt_install clickhouse-server clickhouse-client curl docker-compose patch
   if ! tansu_current; then
-    mkdir -p "$state"
-    exec 9>"$state/tansu-build.lock"
+    mkdir -p "$cache"
+    exec 9>"$cache/tansu-build.lock"
     flock 9 # one build at a time: `make test` and `make demo` may both start one
     tansu_current || install_tansu
     exec 9>&-

@@ -8,9 +8,10 @@ use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use shardflow_backends::{OutputRow, index::unix_now, inverse_dir, part_name, transform_dir, write_atomically};
 use shardflow_model::{Model, chunk_seed};
 use shardflow_schemas::ChunkCodec;
+use shardflow_storage::{inverse_dir, part_name, transform_dir, write_atomically};
+use shardflow_store::{OutputRow, unix_now};
 
 /// A chunk as it arrived: where from, what it belongs to, the payload.
 #[derive(Clone, Debug)]

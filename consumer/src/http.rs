@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use rdkafka::producer::FutureProducer;
-use shardflow_backends::Index;
-use shardflow_backends::kafka::broker_answers;
+use shardflow_kafka::broker_answers;
+use shardflow_store::Index;
 
 use crate::metrics::Metrics;
 

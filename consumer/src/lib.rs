@@ -4,8 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
-pub mod dead_letter;
 pub mod http;
 pub mod metrics;
-pub mod rounds;
 pub mod worker;

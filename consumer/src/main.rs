@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shardflow_backends::{Config, telemetry};
+use shardflow_config::{Config, telemetry};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -21,8 +21,9 @@ struct Cli {
     /// Configuration file layered over config/default.toml (environment SHARDFLOW__SECTION__KEY wins over both).
     #[arg(long, env = "SHARDFLOW_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Group members to run in this process.
-    #[arg(long, default_value_t = 1)]
+    /// Group members to run in this process (chunks only; `consumer --workers 3 chunks` and
+    /// `consumer chunks --workers 3` mean the same).
+    #[arg(long, default_value_t = 1, global = true)]
     workers: usize,
     #[command(subcommand)]
     command: Option<Command>,
@@ -31,11 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Transform chunks (what `consumer` does with no subcommand).
-    Chunks {
-        /// Group members to run in this process.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-    },
+    Chunks,
     /// Insert game rounds from the rounds topic (staging-bets) into ClickHouse in batches.
     GameRounds,
 }
@@ -54,9 +51,14 @@ async fn main() -> ExitCode {
     let (stop, stopped) = watch::channel(false);
     let deadline = config.consumer.shutdown_timeout;
     let mut worker = match cli.command {
-        None => tokio::spawn(shardflow_consumer::worker::run(config, cli.workers, stopped)),
-        Some(Command::Chunks { workers }) => tokio::spawn(shardflow_consumer::worker::run(config, workers, stopped)),
-        Some(Command::GameRounds) => tokio::spawn(shardflow_consumer::rounds::run(config, stopped)),
+        None | Some(Command::Chunks) => {
+            let run = shardflow_consumer::worker::run(config, cli.workers, stopped);
+            tokio::spawn(async move { run.await.map_err(|e| e.to_string()) })
+        }
+        Some(Command::GameRounds) => {
+            let run = shardflow_rounds::sink::run(config, stopped);
+            tokio::spawn(async move { run.await.map_err(|e| e.to_string()) })
+        }
     };
     let finished = tokio::select! {
         finished = &mut worker => finished,

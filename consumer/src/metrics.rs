@@ -62,7 +62,7 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        shardflow_backends::telemetry::render(&self.registry)
+        shardflow_config::telemetry::render(&self.registry)
     }
 }
 

@@ -18,16 +18,17 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, Statistics, TopicPartitionList};
-use shardflow_backends::kafka::{self, headers};
-use shardflow_backends::{Config, Index, IndexError};
+use shardflow_config::Config;
+use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
 use shardflow_schemas::ChunkCodec;
+use shardflow_store::{Index, IndexError};
 use tokio::sync::{Mutex, watch};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::chunk::{Chunk, ChunkError, process};
-use crate::dead_letter::{DeadLetterError, DeadLetters, worker_name};
 use crate::metrics::{Metrics, PartitionLabel};
+use shardflow_kafka::dead_letter::{DeadLetterError, DeadLetters, worker_name};
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]

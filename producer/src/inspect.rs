@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use shardflow_backends::{Config, Index};
+use shardflow_config::Config;
 use shardflow_model::{ColumnKind, ColumnModel, Model};
+use shardflow_store::Index;
 
 /// Categories printed per column at most.
 const SHOWN_CATEGORIES: usize = 50;

@@ -1,22 +1,27 @@
 //! `producer`: generate shards, fit a model, publish shards, serve the API.
 
+mod client;
+mod inspect;
+mod plot;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::client::ApiClient;
+use crate::inspect::{describe, load_model};
+use crate::plot::{pick, plot};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::ProgressBar;
-use shardflow_backends::{Config, Index, telemetry};
+use shardflow_api::{AppState, serve};
+use shardflow_config::{Config, telemetry};
+use shardflow_generate::{GenerateOptions, generate};
+use shardflow_jobs::fit::{fit_shards, fit_table, is_single_column, register, write_model};
+use shardflow_jobs::publish::Publisher;
 use shardflow_model::Model;
-use shardflow_producer::api::{AppState, serve};
-use shardflow_producer::client::ApiClient;
-use shardflow_producer::fit::{fit_shards, list_shards, register, write_model};
-use shardflow_producer::generate::{GenerateOptions, generate};
-use shardflow_producer::inspect::{describe, load_model};
-use shardflow_producer::plot::{pick, plot};
-use shardflow_producer::publish::Publisher;
-use shardflow_producer::shard::{AMOUNT, Shard};
-use shardflow_producer::table::{fit_table, is_single_column, list_table_shards};
+use shardflow_storage::shard::{AMOUNT, Shard};
+use shardflow_storage::table::{list_shards, list_table_shards};
+use shardflow_store::Index;
 
 #[derive(Parser)]
 #[command(

@@ -12,8 +12,8 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 use shardflow_model::{ColumnKind, ColumnModel, Mixture, Model};
 
-use crate::shard::ShardError;
-use crate::table::sample_table;
+use shardflow_storage::shard::ShardError;
+use shardflow_storage::table::sample_table;
 
 /// The labels' font: DejaVu Sans cut to ASCII (see `assets/DejaVuSans-LICENSE.txt`).
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");

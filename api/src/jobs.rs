@@ -1,0 +1,517 @@
+//! Jobs: submit a shard (by path, generated, or the original `/transforming_data`
+//! contract), list and follow jobs, find their outputs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{OriginalUri, Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use shardflow_config::PublishConfig;
+use shardflow_storage::{confine, inverse_dir, transform_dir};
+use shardflow_store::{JobFilter, JobSummary};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::ErrorBody;
+use super::{ApiError, AppState, Pagination, page, page_links, parse_time, rfc3339};
+use shardflow_generate::{GenerateOptions, generate};
+use shardflow_storage::shard::{AMOUNT, Shard};
+
+impl AppState {
+    /// Check the shard at `path` before anything is written: a bad file leaves no job,
+    /// message or output.
+    async fn check_shard(path: &Path) -> Result<(), ApiError> {
+        let checked = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Shard::open(&checked, AMOUNT).map(|_| ()))
+            .await
+            .map_err(|e| ApiError::internal(&e))??;
+        Ok(())
+    }
+
+    /// Publish the checked shard at `path` as a job.
+    pub(super) async fn submit_shard(
+        &self,
+        path: &Path,
+        model_id: Option<&str>,
+        chunk_rows: Option<usize>,
+    ) -> Result<shardflow_jobs::publish::Published, ApiError> {
+        let chunk_rows = chunk_rows.unwrap_or(self.config.publish.chunk_rows);
+        let largest = PublishConfig::largest_message(chunk_rows);
+        if chunk_rows == 0 || largest > self.config.kafka.message_max_bytes {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_chunk_rows",
+                format!(
+                    "chunk_rows = {chunk_rows} must be at least 1 and make messages of at most kafka.message_max_bytes = {} bytes",
+                    self.config.kafka.message_max_bytes
+                ),
+            ));
+        }
+        Self::check_shard(path).await?;
+        let model = self.model_for(path, model_id).await?;
+        let published = self.publisher.publish_chunks(path, &model, chunk_rows, &ProgressBar::hidden()).await?;
+        self.metrics.jobs.inc();
+        self.metrics.rows.inc_by(published.rows);
+        self.metrics.chunks.inc_by(published.chunks);
+        Ok(published)
+    }
+
+    /// Wait until every chunk has outputs or a dead letter. Dead letters make the job
+    /// an error: the data could not all be transformed.
+    async fn wait_for(&self, job_id: &str, chunks: u64) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.config.api.wait_timeout;
+        loop {
+            let (done, _) = self.index.progress(job_id).await?;
+            let dead = self.index.dead_letters(job_id).await?;
+            if done + dead.len() as u64 >= chunks {
+                return match dead.first() {
+                    None => Ok(()),
+                    Some(first) => Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "dead_letters",
+                        format!(
+                            "job {job_id}: {} of {chunks} chunks were dead-lettered (first, chunk {}: {}); see /jobs/{job_id}",
+                            dead.len(),
+                            first.chunk,
+                            first.error
+                        ),
+                    )),
+                };
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!("job {job_id} has {done} of {chunks} chunks done; follow it at /jobs/{job_id}"),
+                ));
+            }
+            tokio::time::sleep(self.config.api.poll_interval).await;
+        }
+    }
+}
+
+/// `POST /transforming_data` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformRequest {
+    /// Shard to transform: absolute, or relative to the first data root.
+    pub file_path: String,
+}
+
+/// `POST /transforming_data` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TransformResponse {
+    /// Wall time, as `"3.56 seconds"`.
+    pub total_time_taken: String,
+    /// Directory of the transformed parts.
+    pub transformed_file_path: String,
+    /// Directory of the inverse-transformed parts.
+    pub inverse_transformed_file_path: String,
+    /// The job.
+    pub job_id: String,
+    /// Rows transformed.
+    pub rows: u64,
+    /// Chunks (Kafka messages, Parquet parts).
+    pub chunks: u64,
+}
+
+/// Transform a shard and wait for it: fits a model first when none is registered.
+#[utoipa::path(post, path = "/transforming_data", tag = "jobs", request_body = TransformRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TransformResponse, description = "Every chunk transformed"),
+        (status = 400, body = ErrorBody, description = "Malformed JSON or not a usable shard"),
+        (status = 401, body = ErrorBody, description = "Token missing or wrong"),
+        (status = 403, body = ErrorBody, description = "Path outside the data roots"),
+        (status = 404, body = ErrorBody, description = "No such file"),
+        (status = 415, body = ErrorBody, description = "Body is not JSON"),
+        (status = 422, body = ErrorBody, description = "Wrong fields, or chunks dead-lettered"),
+        (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
+        (status = 504, body = ErrorBody, description = "Not done within api.wait_timeout"),
+    ))]
+pub async fn transforming_data(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<TransformRequest>, JsonRejection>,
+) -> Result<Json<TransformResponse>, ApiError> {
+    let started = Instant::now();
+    let Json(request) = body?;
+    let path = confine(&state.config.storage.data_roots, &request.file_path)?;
+    let published = state.submit_shard(&path, None, None).await?;
+    state.wait_for(&published.job_id, published.chunks).await?;
+    Ok(Json(TransformResponse {
+        total_time_taken: format!("{:.2} seconds", started.elapsed().as_secs_f64()),
+        transformed_file_path: transform_dir(&state.output_root, &published.job_id).display().to_string(),
+        inverse_transformed_file_path: inverse_dir(&state.output_root, &published.job_id).display().to_string(),
+        job_id: published.job_id,
+        rows: published.rows,
+        chunks: published.chunks,
+    }))
+}
+
+/// `POST /jobs` body: exactly one of `file_path` and `generate`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// A Parquet shard with an `Amount` column: absolute, or relative to the first data root.
+    pub file_path: Option<String>,
+    /// Generate a shard of synthetic amounts instead.
+    pub generate: Option<GenerateRequest>,
+    /// Model to transform with (default: the latest registered; one is fitted if none).
+    pub model_id: Option<String>,
+    /// Rows per chunk (default: publish.chunk_rows).
+    pub chunk_rows: Option<usize>,
+    /// Answer only when every chunk is done (200), instead of at once (202).
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// A generated shard.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// Rows, from 1 to api.max_generated_rows (100,000,000 by default).
+    pub rows: u64,
+    /// Seed: the same seed gives the same rows.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// A job accepted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// Job id.
+    pub job_id: String,
+    /// Rows published.
+    pub rows: u64,
+    /// Chunks published.
+    pub chunks: u64,
+    /// Where to follow it.
+    pub links: JobLinks,
+}
+
+/// Where to follow a job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobLinks {
+    /// `GET` the job.
+    pub job: String,
+    /// `GET` its outputs.
+    pub outputs: String,
+}
+
+impl Accepted {
+    pub(super) fn new(published: shardflow_jobs::publish::Published) -> Self {
+        let links = JobLinks {
+            job: format!("/jobs/{}", published.job_id),
+            outputs: format!("/jobs/{}/outputs", published.job_id),
+        };
+        Self { job_id: published.job_id, rows: published.rows, chunks: published.chunks, links }
+    }
+}
+
+/// Submit a shard already under a data root, or a generated one.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, body = Accepted, description = "Published; the workers are transforming it"),
+        (status = 200, body = JobView, description = "With wait: every chunk transformed"),
+        (status = 400, body = ErrorBody, description = "Malformed JSON, both or neither of file_path and generate, or not a usable shard"),
+        (status = 401, body = ErrorBody, description = "Token missing or wrong"),
+        (status = 403, body = ErrorBody, description = "Path outside the data roots"),
+        (status = 404, body = ErrorBody, description = "No such file or model"),
+        (status = 409, body = ErrorBody, description = "The model cannot be loaded"),
+        (status = 415, body = ErrorBody, description = "Body is not JSON"),
+        (status = 422, body = ErrorBody, description = "Wrong fields, bad chunk_rows or rows, or chunks dead-lettered"),
+        (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
+        (status = 504, body = ErrorBody, description = "With wait: not done within api.wait_timeout"),
+    ))]
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<JobRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let path = match (&request.file_path, &request.generate) {
+        (Some(file), None) => confine(&state.config.storage.data_roots, file)?,
+        (None, Some(generated)) => generate_shard(&state, generated).await?,
+        _ => return Err(ApiError::bad_request("give exactly one of file_path and generate")),
+    };
+    let published = state.submit_shard(&path, request.model_id.as_deref(), request.chunk_rows).await?;
+    if !request.wait {
+        return Ok((StatusCode::ACCEPTED, Json(Accepted::new(published))).into_response());
+    }
+    state.wait_for(&published.job_id, published.chunks).await?;
+    Ok(Json(job_view(&state, &published.job_id).await?).into_response())
+}
+
+/// Write one generated shard under `<first data root>/generated/<id>/`.
+async fn generate_shard(state: &AppState, request: &GenerateRequest) -> Result<PathBuf, ApiError> {
+    let most = state.config.api.max_generated_rows;
+    if !(1..=most).contains(&request.rows) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_rows",
+            format!("generate.rows must be between 1 and api.max_generated_rows = {most}"),
+        ));
+    }
+    let out = state.config.storage.data_roots[0].join("generated").join(uuid::Uuid::now_v7().to_string());
+    let options = GenerateOptions {
+        rows: request.rows,
+        shard_rows: request.rows,
+        out: out.clone(),
+        seed: request.seed,
+        threads: 1,
+    };
+    tokio::task::spawn_blocking(move || generate(&options, &ProgressBar::hidden()))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(out.join(shardflow_generate::shard_file_name(1)))
+}
+
+/// A job as listed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobItem {
+    /// Job id.
+    pub job_id: String,
+    /// `publishing`, `running`, `done`, `done_with_dead_letters` or `failed`.
+    pub status: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Shard read.
+    pub source: String,
+    /// Model used.
+    pub model_id: String,
+    /// Rows published.
+    pub rows: u64,
+    /// Rows with outputs.
+    pub rows_done: u64,
+    /// Chunks published (0 while publishing).
+    pub chunks_total: u64,
+    /// Chunks with outputs.
+    pub chunks_done: u64,
+    /// Chunks that went to the dead-letter topic instead.
+    pub chunks_dead_lettered: u64,
+    /// Why the job failed, when it did.
+    pub error: Option<String>,
+    /// When it was submitted (RFC 3339, UTC).
+    pub created_at: String,
+    /// When its job row last changed (RFC 3339, UTC).
+    pub updated_at: String,
+}
+
+impl From<JobSummary> for JobItem {
+    fn from(j: JobSummary) -> Self {
+        Self {
+            job_id: j.job_id,
+            status: j.status,
+            dataset: j.dataset,
+            source: j.source,
+            model_id: j.model_id,
+            rows: j.rows,
+            rows_done: j.rows_done,
+            chunks_total: j.chunks,
+            chunks_done: j.chunks_done,
+            chunks_dead_lettered: j.chunks_dead_lettered,
+            error: (!j.error.is_empty()).then_some(j.error),
+            created_at: rfc3339(j.created_at),
+            updated_at: rfc3339(j.updated_at),
+        }
+    }
+}
+
+/// `GET /jobs` filters and page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    /// Only jobs in this status (`publishing`, `running`, `done`, `done_with_dead_letters`, `failed`).
+    pub status: Option<String>,
+    /// Only this dataset.
+    pub dataset: Option<String>,
+    /// Submitted at or after: `YYYY-MM-DD` or RFC 3339.
+    pub since: Option<String>,
+    /// Submitted before: `YYYY-MM-DD` or RFC 3339.
+    pub until: Option<String>,
+    /// Page, from 1.
+    #[param(minimum = 1)]
+    pub page_num: Option<u64>,
+    /// Jobs per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub page_size: Option<u64>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    /// Jobs, newest first.
+    pub data: Vec<JobItem>,
+    /// Jobs matching in all.
+    pub total_results: u64,
+    /// Neighbouring pages.
+    pub pagination: Pagination,
+}
+
+/// List jobs, newest first, with filters and pages.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(JobQuery), responses(
+    (status = 200, body = JobPage),
+    (status = 400, body = ErrorBody, description = "A filter or page parameter is malformed"),
+    (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
+))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    query: Result<Query<JobQuery>, QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let Query(q) = query?;
+    let (offset, limit) = page(q.page_num, q.page_size)?;
+    let filter = JobFilter {
+        job_id: String::new(),
+        status: q.status.unwrap_or_default(),
+        dataset: q.dataset.unwrap_or_default(),
+        since: q.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
+        until: q.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+    };
+    let (jobs, total) = state.index.jobs(&filter, offset, limit).await?;
+    Ok(Json(JobPage {
+        data: jobs.into_iter().map(JobItem::from).collect(),
+        total_results: total,
+        pagination: page_links(uri.path(), uri.query().unwrap_or(""), q.page_num.unwrap_or(1), limit, total),
+    }))
+}
+
+/// `GET /jobs/{id}` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// Status and progress.
+    #[serde(flatten)]
+    pub job: JobItem,
+    /// Directory of the transformed parts.
+    pub transformed_file_path: String,
+    /// Directory of the inverse-transformed parts.
+    pub inverse_transformed_file_path: String,
+    /// Every chunk's outputs.
+    pub outputs: Vec<OutputView>,
+    /// Every dead-lettered chunk, with the reason.
+    pub dead_letters: Vec<DeadLetterView>,
+}
+
+/// One chunk's outputs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OutputView {
+    /// Chunk sequence number.
+    pub chunk: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Transformed part.
+    pub transform_path: String,
+    /// Inverse part.
+    pub inverse_path: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Milliseconds to decode the message.
+    pub decode_ms: f64,
+    /// Milliseconds to transform and inverse-transform.
+    pub transform_ms: f64,
+    /// Milliseconds to write both parts.
+    pub write_ms: f64,
+    /// Worker that did it (host/pid).
+    pub worker: String,
+    /// When (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+/// A dead-lettered chunk.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterView {
+    /// Chunk sequence number.
+    pub chunk: i64,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Why it could not be processed.
+    pub error: String,
+}
+
+async fn job_view(state: &AppState, id: &str) -> Result<JobView, ApiError> {
+    let job = state.index.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let outputs = outputs_of(state, id).await?;
+    let dead = state.index.dead_letters(id).await?;
+    Ok(JobView {
+        job: job.into(),
+        transformed_file_path: transform_dir(&state.output_root, id).display().to_string(),
+        inverse_transformed_file_path: inverse_dir(&state.output_root, id).display().to_string(),
+        outputs,
+        dead_letters: dead
+            .into_iter()
+            .map(|d| DeadLetterView { chunk: d.chunk, partition: d.partition, offset: d.offset, error: d.error })
+            .collect(),
+    })
+}
+
+async fn outputs_of(state: &AppState, id: &str) -> Result<Vec<OutputView>, ApiError> {
+    Ok(state
+        .index
+        .outputs(id)
+        .await?
+        .into_iter()
+        .map(|o| OutputView {
+            chunk: o.chunk,
+            rows: o.rows,
+            transform_path: o.transform_path,
+            inverse_path: o.inverse_path,
+            partition: o.partition,
+            offset: o.offset,
+            decode_ms: o.decode_ms,
+            transform_ms: o.transform_ms,
+            write_ms: o.write_ms,
+            worker: o.worker,
+            created_at: rfc3339(o.created_at),
+        })
+        .collect())
+}
+
+/// A job: status, progress, outputs and dead letters.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id")), responses(
+    (status = 200, body = JobView),
+    (status = 404, body = ErrorBody, description = "No such job"),
+    (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
+))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let UrlPath(id) = id?;
+    Ok(Json(job_view(&state, &id).await?))
+}
+
+/// `GET /jobs/{id}/outputs` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OutputList {
+    /// Job id.
+    pub job_id: String,
+    /// Every part, in chunk order.
+    pub outputs: Vec<OutputView>,
+}
+
+/// Every output part of a job, with its path, rows, partition, offset and timings.
+#[utoipa::path(get, path = "/jobs/{id}/outputs", tag = "jobs", params(("id" = String, Path, description = "Job id")), responses(
+    (status = 200, body = OutputList),
+    (status = 404, body = ErrorBody, description = "No such job"),
+    (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
+))]
+pub async fn outputs(
+    State(state): State<Arc<AppState>>,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<OutputList>, ApiError> {
+    let UrlPath(id) = id?;
+    if state.index.job(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no job {id}")));
+    }
+    Ok(Json(OutputList { outputs: outputs_of(&state, &id).await?, job_id: id }))
+}

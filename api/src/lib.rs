@@ -1,0 +1,372 @@
+//! The HTTP API (axum). Every route is described in the OpenAPI document generated from
+//! this code (`GET /openapi.json`, browsable at `/docs` with no internet needed).
+//!
+//! - Jobs: `POST /transforming_data` (the original service's contract: fit when needed,
+//!   publish, wait), `POST /jobs`, `POST /shards` (multipart upload), `GET /jobs`,
+//!   `GET /jobs/{id}`, `GET /jobs/{id}/outputs`.
+//! - Models: `GET /models`, `GET /models/{id}`.
+//! - Game rounds: `POST /csv_upload`, `GET /uploads/{id}`, `GET /aggregated_game_rounds`.
+//! - Operations: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//!
+//! Every error is `{"error": {"code", "message"}}`. When `api.token` is set, every
+//! mutating route requires `Authorization: Bearer <token>`.
+
+mod error;
+mod jobs;
+mod metrics;
+mod models;
+mod upload;
+mod uploads;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use shardflow_config::Config;
+use shardflow_model::Model;
+use shardflow_store::Index;
+use tokio::sync::Mutex;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, ErrorBody};
+pub use jobs::{Accepted, JobItem, JobView, OutputView, TransformResponse};
+pub use uploads::{Aggregate, AggregatePage, UploadView};
+
+use shardflow_jobs::fit::{fit_shards, register, write_model};
+use shardflow_jobs::publish::{PublishError, Publisher};
+use shardflow_rounds::publish::{RoundsError, RoundsPublisher};
+use shardflow_storage::shard::AMOUNT;
+use shardflow_storage::table::list_shards;
+
+/// What the handlers share.
+pub struct AppState {
+    config: Config,
+    index: Index,
+    publisher: Publisher,
+    rounds: RoundsPublisher,
+    rounds_store: shardflow_rounds::store::RoundsStore,
+    output_root: PathBuf,
+    metrics: metrics::Metrics,
+    /// One fit at a time: concurrent first requests must not fit twice.
+    fit_lock: Mutex<()>,
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// ClickHouse did not answer or refused the DDL.
+    #[error(transparent)]
+    Index(#[from] shardflow_store::IndexError),
+    /// The broker did not answer or refused the topic.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The rounds topic or schema could not be set up.
+    #[error(transparent)]
+    Rounds(#[from] RoundsError),
+    /// The output directory cannot be created.
+    #[error("output root {path}: {source}")]
+    OutputRoot {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl AppState {
+    /// Connect to ClickHouse (creating tables) and Kafka (creating the topics).
+    ///
+    /// # Errors
+    /// [`StartError`] naming the service that failed.
+    pub async fn new(config: Config) -> Result<Arc<Self>, StartError> {
+        let index = Index::connect(&config.clickhouse).await?;
+        let publisher = Publisher::new(&config, index.clone()).await?;
+        let rounds = RoundsPublisher::new(&config, index.clone()).await?;
+        let root = &config.storage.output_root;
+        let fail = |source| StartError::OutputRoot { path: root.display().to_string(), source };
+        std::fs::create_dir_all(root).map_err(fail)?;
+        let output_root = root.canonicalize().map_err(fail)?;
+        Ok(Arc::new(Self {
+            config,
+            index: index.clone(),
+            publisher,
+            rounds,
+            rounds_store: shardflow_rounds::store::RoundsStore::new(index.clone()),
+            output_root,
+            metrics: metrics::Metrics::new(),
+            fit_lock: Mutex::new(()),
+        }))
+    }
+
+    /// The model new jobs use: `requested` when given, else the latest registered for the
+    /// dataset, else one fitted now on the shard's sibling shards (`Amount_Shard_*.parquet`
+    /// beside it).
+    async fn model_for(&self, shard: &Path, requested: Option<&str>) -> Result<Model, ApiError> {
+        let load = |row: shardflow_store::ModelRow| {
+            Model::from_json(&row.model_json).map_err(|e| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "model_unusable",
+                    format!("registered model {} cannot be loaded: {e}", row.model_id),
+                )
+            })
+        };
+        if let Some(id) = requested {
+            let row = self.index.model(id).await?.ok_or_else(|| ApiError::not_found(format!("no model {id}")))?;
+            return load(row);
+        }
+        let _fitting = self.fit_lock.lock().await;
+        if let Some(row) = self.index.latest_model(AMOUNT).await? {
+            return load(row);
+        }
+        let dir = shard.parent().unwrap_or(Path::new("."));
+        let prefix = format!("{AMOUNT}_Shard_");
+        let mut shards: Vec<PathBuf> = list_shards(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&prefix)))
+            .collect();
+        if !shards.iter().any(|p| p == shard) {
+            shards.push(shard.to_path_buf());
+        }
+        let fit_config = self.config.fit.clone();
+        let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let (model, metadata) = tokio::task::spawn_blocking(move || {
+            fit_shards(&shards, AMOUNT, &fit_config, threads, &ProgressBar::hidden())
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
+        let model_dir = self.config.storage.model_root.join(&model.model_id);
+        write_model(&model_dir, &model, &metadata)?;
+        register(&self.index, &model_dir, &model, &metadata).await?;
+        tracing::info!(model = %model.model_id, "fitted a model for the first request");
+        Ok(model)
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shardflow",
+        description = "Submit shards for the mode-specific normalization transform, follow jobs, find outputs; \
+                       upload game-round CSVs and query their hourly aggregates. Errors are \
+                       {\"error\": {\"code\", \"message\"}}; mutating routes need `Authorization: Bearer <token>` \
+                       when the server has a token configured."
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's routes and their OpenAPI document.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    // Uploads stream to disk and count their own bytes (api.max_upload_bytes); every
+    // other body is read whole, so it stays small.
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(upload::shards))
+        .routes(routes!(uploads::csv_upload))
+        .layer(DefaultBodyLimit::disable());
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::transforming_data))
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::outputs))
+        .routes(routes!(models::list))
+        .routes(routes!(models::get))
+        .routes(routes!(uploads::get))
+        .routes(routes!(uploads::aggregated))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .merge(uploads)
+        .split_for_parts();
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi);
+    api.route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_errors))
+        .with_state(state)
+        .merge(docs)
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// `GET /healthz` answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `unavailable`.
+    pub status: String,
+    /// ClickHouse's error, when it does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<String>,
+    /// The broker's error, when it does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
+}
+
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into(), clickhouse: None, kafka: None })
+}
+
+/// ClickHouse and the broker answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, body = Health, description = "Both answer"),
+    (status = 503, body = Health, description = "One does not"),
+))]
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Health>) {
+    let (clickhouse, kafka) = tokio::join!(state.index.ping(), state.publisher.broker_answers());
+    let ready = clickhouse.is_ok() && kafka.is_ok();
+    let body = Health {
+        status: if ready { "ready" } else { "unavailable" }.into(),
+        clickhouse: clickhouse.err().map(|e| e.to_string()),
+        kafka: kafka.err().map(|e| e.to_string()),
+    };
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> ([(header::HeaderName, &'static str); 1], String) {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}; see /docs", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// When a token is configured, every mutating request must carry it.
+async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let token = state.config.api.token.as_bytes();
+    let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if token.is_empty() || !mutating {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::as_bytes);
+    let refusal = match given {
+        None => "this route needs Authorization: Bearer <token>",
+        Some(given) if !constant_time_eq(given, token) => "the bearer token is wrong",
+        Some(_) => "",
+    };
+    if refusal.is_empty() {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", refusal).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Compare without stopping at the first difference, so timing tells nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn count_errors(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status().is_client_error() {
+        state.metrics.client_errors.inc();
+    } else if response.status().is_server_error() {
+        state.metrics.server_errors.inc();
+    }
+    response
+}
+
+/// `page_num` (from 1) and `page_size` (1 to 1000, default 100) as offset and limit.
+fn page(page_num: Option<u64>, page_size: Option<u64>) -> Result<(u64, u64), ApiError> {
+    let (num, size) = (page_num.unwrap_or(1), page_size.unwrap_or(100));
+    if num == 0 || !(1..=1000).contains(&size) {
+        return Err(ApiError::bad_request("page_num starts at 1; page_size is between 1 and 1000"));
+    }
+    Ok(((num - 1).saturating_mul(size), size))
+}
+
+/// Links to the pages around `page_num`, keeping the request's other parameters.
+fn page_links(path: &str, query: &str, page_num: u64, page_size: u64, total: u64) -> Pagination {
+    let others: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("page_num=") && !p.starts_with("page_size="))
+        .collect();
+    let link = |n: u64| {
+        let mut params = others.clone();
+        let (num, size) = (format!("page_num={n}"), format!("page_size={page_size}"));
+        params.push(&num);
+        params.push(&size);
+        format!("{path}?{}", params.join("&"))
+    };
+    Pagination {
+        next: (page_num.saturating_mul(page_size) < total).then(|| link(page_num + 1)),
+        previous: (page_num > 1).then(|| link(page_num - 1)),
+    }
+}
+
+/// Links to the neighbouring pages.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Pagination {
+    /// The next page, when there is one.
+    pub next: Option<String>,
+    /// The previous page, when there is one.
+    pub previous: Option<String>,
+}
+
+/// A date (`2024-01-31`, midnight UTC) or an RFC 3339 time, as unix seconds.
+fn parse_time(name: &str, text: &str) -> Result<u32, ApiError> {
+    let seconds = if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp())
+    } else {
+        chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp())
+    };
+    seconds.and_then(|s| u32::try_from(s).ok()).ok_or_else(|| {
+        ApiError::bad_request(format!("{name} {text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time after 1970"))
+    })
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn rfc3339(seconds: u32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(seconds), 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,235 @@
+//! Uploads: a multipart field streamed to a file under the first data root, never held
+//! whole in memory, refused with 413 past `api.max_upload_bytes` (the partial file is
+//! removed); and `POST /shards`, which submits an uploaded Parquet or CSV shard.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Float64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use parquet::arrow::ArrowWriter;
+use serde::{Deserialize, Serialize};
+use shardflow_storage::write_atomically;
+use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
+
+use super::error::ErrorBody;
+use super::jobs::Accepted;
+use super::{ApiError, AppState};
+use shardflow_storage::shard::AMOUNT;
+
+/// A file received.
+pub(super) struct Received {
+    /// Where it is kept.
+    pub path: PathBuf,
+    /// The name the client gave (for display only; never used as a path).
+    pub file_name: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Stream the multipart field `field` into `<first data root>/uploads/<id>.<extension>`.
+pub(super) async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+    field: &str,
+    id: &str,
+    extension: &str,
+) -> Result<Received, ApiError> {
+    let limit = state.config.api.max_upload_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the upload is larger than api.max_upload_bytes = {limit} bytes"),
+        )
+    };
+    // Refuse a declared size at once; a body without one is counted as it streams.
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
+        return Err(too_large());
+    }
+    let mut multipart = multipart?;
+    let dir = state.config.storage.data_roots[0].join("uploads");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(&e))?;
+    let path = dir.join(format!("{id}.{extension}"));
+    let partial = dir.join(format!("{id}.{extension}.part"));
+    while let Some(mut part) = multipart.next_field().await? {
+        if part.name() != Some(field) {
+            continue;
+        }
+        let file_name = part.file_name().unwrap_or("").to_string();
+        let mut file =
+            tokio::io::BufWriter::new(tokio::fs::File::create(&partial).await.map_err(|e| ApiError::internal(&e))?);
+        let mut bytes = 0u64;
+        let written: Result<(), ApiError> = async {
+            while let Some(chunk) = part.chunk().await? {
+                bytes += chunk.len() as u64;
+                if bytes > limit {
+                    return Err(too_large());
+                }
+                file.write_all(&chunk).await.map_err(|e| ApiError::internal(&e))?;
+            }
+            file.flush().await.map_err(|e| ApiError::internal(&e))?;
+            file.get_ref().sync_all().await.map_err(|e| ApiError::internal(&e))?;
+            tokio::fs::rename(&partial, &path).await.map_err(|e| ApiError::internal(&e))
+        }
+        .await;
+        if let Err(e) = written {
+            drop(file);
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+        return Ok(Received { path, file_name, bytes });
+    }
+    Err(ApiError::bad_request(format!("the multipart body has no field `{field}` holding the file")))
+}
+
+/// Parquet files begin with these bytes.
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+
+/// `POST /shards` form.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ShardUpload {
+    /// A Parquet file with a numeric `Amount` column, or a CSV (UTF-8 or UTF-16 with a BOM)
+    /// with an `Amount` column (empty or `NaN` is null).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Query of `POST /shards`.
+#[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShardOptions {
+    /// Model to transform with (default: the latest registered).
+    pub model_id: Option<String>,
+    /// Rows per chunk (default: publish.chunk_rows).
+    pub chunk_rows: Option<usize>,
+}
+
+/// Upload a Parquet or CSV shard (multipart field `file`) and submit it as a job. The
+/// type is told from the content, not the name.
+#[utoipa::path(post, path = "/shards", tag = "jobs", params(ShardOptions),
+    request_body(content = ShardUpload, content_type = "multipart/form-data"),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, body = Accepted, description = "Stored and published; follow the job"),
+        (status = 400, body = ErrorBody, description = "No `file` field, or not a usable shard"),
+        (status = 401, body = ErrorBody, description = "Token missing or wrong"),
+        (status = 413, body = ErrorBody, description = "Larger than api.max_upload_bytes"),
+        (status = 415, body = ErrorBody, description = "Not multipart/form-data"),
+        (status = 422, body = ErrorBody, description = "Bad chunk_rows"),
+        (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
+    ))]
+pub async fn shards(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    options: Result<axum::extract::Query<ShardOptions>, axum::extract::rejection::QueryRejection>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let axum::extract::Query(options) = options?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let received = receive(&state, &headers, multipart, "file", &id, "upload").await?;
+    let shard = received.path.with_extension("parquet");
+    let converted = {
+        let (from, to) = (received.path.clone(), shard.clone());
+        tokio::task::spawn_blocking(move || as_parquet(&from, &to)).await.map_err(|e| ApiError::internal(&e))?
+    };
+    let _ = tokio::fs::remove_file(&received.path).await;
+    converted?;
+    let published = state.submit_shard(&shard, options.model_id.as_deref(), options.chunk_rows).await;
+    if published.is_err() {
+        let _ = tokio::fs::remove_file(&shard).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(Accepted::new(published?))))
+}
+
+/// Keep a Parquet upload as is; convert a CSV one (an `Amount` column) to Parquet.
+fn as_parquet(upload: &Path, shard: &Path) -> Result<(), ApiError> {
+    let mut head = [0u8; 4];
+    let is_parquet = std::fs::File::open(upload)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| &head == PARQUET_MAGIC);
+    if is_parquet {
+        return std::fs::rename(upload, shard).map_err(|e| ApiError::internal(&e));
+    }
+    csv_to_parquet(upload, shard)
+}
+
+/// Stream a CSV's `Amount` column into a Parquet shard, refusing the whole file (400,
+/// with the line) at the first value that is not a number: a shard is all or nothing.
+fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_csv", message);
+    let text = shardflow_rounds::publish::open_text(csv_path).map_err(|e| match e {
+        shardflow_rounds::publish::CsvError::Io(e) => ApiError::internal(&e),
+        other => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_a_shard",
+            format!("the upload is neither Parquet nor CSV: {other}"),
+        ),
+    })?;
+    let mut reader = shardflow_rounds::publish::csv_reader(text);
+    let headers = reader.headers().map_err(|e| bad(format!("CSV header line: {e}")))?.clone();
+    let column = headers
+        .iter()
+        .position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(AMOUNT))
+        .ok_or_else(|| {
+            bad(format!(
+                "the CSV has no `{AMOUNT}` column (columns: {})",
+                headers.iter().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+    let schema = Arc::new(Schema::new(vec![Field::new(AMOUNT, DataType::Float64, true)]));
+    let mut failure = None;
+    write_atomically(shard, |file| {
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(std::io::Error::other)?;
+        let mut values: Vec<Option<f64>> = Vec::with_capacity(65_536);
+        let mut record = csv::StringRecord::new();
+        loop {
+            let more = match reader.read_record(&mut record) {
+                Ok(more) => more,
+                Err(e) => {
+                    failure = Some(bad(format!("CSV line {}: {e}", e.position().map_or(0, csv::Position::line))));
+                    return Err(std::io::Error::other("bad CSV"));
+                }
+            };
+            if more {
+                let line = record.position().map_or(0, csv::Position::line);
+                let text = record.get(column).unwrap_or("").trim();
+                let value = if text.is_empty() || text.eq_ignore_ascii_case("nan") {
+                    None
+                } else {
+                    match text.parse::<f64>() {
+                        Ok(x) if x.is_finite() => Some(x),
+                        _ => {
+                            failure = Some(bad(format!("CSV line {line}: {AMOUNT} {text:?} is not a finite number")));
+                            return Err(std::io::Error::other("bad CSV"));
+                        }
+                    }
+                };
+                values.push(value);
+            }
+            if values.len() == values.capacity() || (!more && !values.is_empty()) {
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Float64Array::from(std::mem::take(&mut values)))],
+                )
+                .map_err(std::io::Error::other)?;
+                writer.write(&batch).map_err(std::io::Error::other)?;
+                values.reserve(65_536);
+            }
+            if !more {
+                break;
+            }
+        }
+        writer.close().map(|_| ()).map_err(std::io::Error::other)
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| ApiError::internal(&e)))
+}

@@ -1,0 +1,384 @@
+//! Typed configuration: `config/default.toml` (embedded), then an optional file (`--config`
+//! or `SHARDFLOW_CONFIG`), then `SHARDFLOW__SECTION__KEY` environment variables; and the
+//! logging set-up every binary shares ([`telemetry`]).
+#![warn(missing_docs)]
+
+pub mod telemetry;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use shardflow_model::{ColumnKind, ColumnSpec, InferenceParams, MixtureParams};
+
+/// The defaults every layer starts from.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// All of shardflow's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The broker and topic.
+    pub kafka: KafkaConfig,
+    /// The index database.
+    pub clickhouse: ClickHouseConfig,
+    /// Where files may be read and written.
+    pub storage: StorageConfig,
+    /// How shards are cut into messages.
+    pub publish: PublishConfig,
+    /// How models are fitted.
+    pub fit: FitConfig,
+    /// The HTTP API.
+    pub api: ApiConfig,
+    /// The workers.
+    pub consumer: ConsumerConfig,
+    /// The game-rounds pipeline (CSV upload, `staging-bets` topic, ClickHouse sink).
+    pub game_rounds: GameRoundsConfig,
+}
+
+/// Kafka connection and topic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Topic the chunks travel on.
+    pub topic: String,
+    /// Partitions the topic is created with; bounds how many workers share a job.
+    pub partitions: i32,
+    /// Consumer group of the workers.
+    pub group_id: String,
+    /// Largest message the producer sends.
+    pub message_max_bytes: usize,
+    /// Bytes a consumer member prefetches at most.
+    pub prefetch_bytes: usize,
+}
+
+/// ClickHouse over HTTP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// Base URL of the HTTP interface.
+    pub url: String,
+    /// Database holding shardflow's tables; created at start.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Longest wait for one call; a slower call fails and is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// Directories.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Client-supplied paths must resolve under one of these.
+    pub data_roots: Vec<PathBuf>,
+    /// Transform and inverse outputs go here.
+    pub output_root: PathBuf,
+    /// Fitted models go here, one directory per model id.
+    pub model_root: PathBuf,
+}
+
+/// Publishing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Rows per chunk (one Kafka message).
+    pub chunk_rows: usize,
+    /// Chunks awaiting delivery reports at once.
+    pub max_in_flight: usize,
+}
+
+impl PublishConfig {
+    /// Largest message a chunk of `chunk_rows` rows makes: 9 bytes per nullable double
+    /// plus framing.
+    pub fn largest_message(chunk_rows: usize) -> usize {
+        chunk_rows.saturating_mul(9).saturating_add(64)
+    }
+}
+
+/// Fitting.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitConfig {
+    /// Rows sampled from each shard.
+    pub sample_rows_per_shard: usize,
+    /// How the shards' samples make one model.
+    pub strategy: FitStrategy,
+    /// Mixture hyper-parameters; its seed also seeds the row sample.
+    pub mixture: MixtureParams,
+    /// Columns to fit, in order; empty: every column of the first shard.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Column kinds the dataset gives; columns not named here are inferred.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, ColumnKind>,
+    /// Modal values of mixed columns (naming a column here makes it mixed); a mixed
+    /// column not named here has its modes inferred.
+    #[serde(default)]
+    pub modes: BTreeMap<String, Vec<f64>>,
+    /// How kinds are inferred.
+    #[serde(default)]
+    pub inference: InferenceParams,
+}
+
+impl FitConfig {
+    /// What the configuration says about `column`.
+    pub fn spec(&self, column: &str) -> ColumnSpec {
+        ColumnSpec { kind: self.kinds.get(column).copied(), modes: self.modes.get(column).cloned() }
+    }
+
+    /// Whether any column is named (`columns`, `kinds` or `modes`): then the dataset is
+    /// fitted column by column, not as the single-column `Amount` dataset.
+    pub fn names_columns(&self) -> bool {
+        !self.columns.is_empty() || !self.kinds.is_empty() || !self.modes.is_empty()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.sample_rows_per_shard == 0 {
+            return Err("fit.sample_rows_per_shard must be at least 1".into());
+        }
+        self.mixture.clone().check().map_err(|e| format!("fit.mixture: {e}"))?;
+        self.inference.check().map_err(|e| format!("fit.inference: {e}"))?;
+        let listed = |name: &String| self.columns.is_empty() || self.columns.contains(name);
+        for (table, name) in self.kinds.keys().map(|n| ("kinds", n)).chain(self.modes.keys().map(|n| ("modes", n))) {
+            if !listed(name) {
+                return Err(format!("fit.{table} names `{name}`, which fit.columns does not list"));
+            }
+        }
+        for (name, modes) in &self.modes {
+            match self.kinds.get(name) {
+                None | Some(ColumnKind::Mixed) => {}
+                Some(kind) => return Err(format!("fit.modes gives modes for `{name}`, but fit.kinds makes it {kind}")),
+            }
+            if modes.is_empty() || modes.iter().any(|m| !m.is_finite()) {
+                return Err(format!("fit.modes.{name} must list finite values (nulls get their own slot anyway)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a model is fitted over several shards (see the README's comparison).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitStrategy {
+    /// The samples of every shard pooled into one fit: every shard counts equally.
+    #[default]
+    Pooled,
+    /// Shard after shard, each fit starting from the previous one, as scikit-learn's
+    /// `warm_start=True` (the original service's way): mostly reflects the last shards.
+    WarmStart,
+    /// Shard after shard, the previous posterior becoming the next prior (streaming
+    /// variational update): every shard counts, one shard's sample in memory at a time.
+    Streaming,
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How long `POST /transforming_data` waits for a job.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// How often a waiting request reads the job's progress.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Bearer token every mutating route requires; empty: no token required.
+    pub token: String,
+    /// Largest upload accepted (`POST /shards`, `POST /csv_upload`); larger gets 413.
+    pub max_upload_bytes: u64,
+    /// Most rows one `POST /jobs` may generate.
+    pub max_generated_rows: u64,
+}
+
+/// The game-rounds pipeline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GameRoundsConfig {
+    /// Topic the rounds travel on, one Avro record per message.
+    pub topic: String,
+    /// Consumer group of the ClickHouse sink.
+    pub group_id: String,
+    /// The sink inserts when it holds this many rows...
+    pub batch_rows: usize,
+    /// ...or when its oldest row has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// A Confluent Schema Registry to number schemas; empty: shardflow numbers them.
+    pub schema_registry_url: String,
+}
+
+/// The workers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// First wait before retrying a failed chunk.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest wait between retries.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// How long a SIGTERM waits for in-flight work before abandoning it.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Address of the worker's /metrics, /healthz and /readyz.
+    pub listen: SocketAddr,
+    /// Dead-letter topic is the chunk topic plus this.
+    pub dead_letter_suffix: String,
+}
+
+impl ConsumerConfig {
+    /// The dead-letter topic for `topic`.
+    pub fn dead_letter_topic(&self, topic: &str) -> String {
+        format!("{topic}{}", self.dead_letter_suffix)
+    }
+}
+
+/// Configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer does not parse or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// Values that parse but do not make sense together.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` when given, then the environment; checked.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Self = figment.merge(Env::prefixed("SHARDFLOW__").split("__")).extract().map_err(Box::new)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Check combinations of values.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] saying which value to change.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !is_identifier(&self.clickhouse.database) {
+            return bad(format!(
+                "clickhouse.database `{}` must be letters, digits and underscores",
+                self.clickhouse.database
+            ));
+        }
+        if self.kafka.partitions < 1 {
+            return bad("kafka.partitions must be at least 1".into());
+        }
+        if self.storage.data_roots.is_empty() {
+            return bad("storage.data_roots must name at least one directory".into());
+        }
+        if self.publish.chunk_rows == 0 || self.publish.max_in_flight == 0 {
+            return bad("publish.chunk_rows and publish.max_in_flight must be at least 1".into());
+        }
+        let largest = PublishConfig::largest_message(self.publish.chunk_rows);
+        if largest > self.kafka.message_max_bytes {
+            return bad(format!(
+                "publish.chunk_rows = {} makes messages of up to {largest} bytes, above kafka.message_max_bytes = {}",
+                self.publish.chunk_rows, self.kafka.message_max_bytes
+            ));
+        }
+        if self.kafka.prefetch_bytes < self.kafka.message_max_bytes {
+            return bad(format!(
+                "kafka.prefetch_bytes = {} must hold at least one message (kafka.message_max_bytes = {})",
+                self.kafka.prefetch_bytes, self.kafka.message_max_bytes
+            ));
+        }
+        self.fit.check().map_err(ConfigError::Invalid)?;
+        if self.consumer.retry_backoff > self.consumer.retry_backoff_max {
+            return bad("consumer.retry_backoff must not exceed consumer.retry_backoff_max".into());
+        }
+        if self.game_rounds.topic.is_empty() || self.game_rounds.batch_rows == 0 {
+            return bad("game_rounds.topic must be named and game_rounds.batch_rows at least 1".into());
+        }
+        if self.consumer.dead_letter_suffix.is_empty() {
+            return bad("consumer.dead_letter_suffix must not be empty: dead letters need their own topic".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_check() {
+        let config = Config::load(None).expect("defaults are valid");
+        assert_eq!(config.publish.chunk_rows, 65_536);
+        assert_eq!(config.api.wait_timeout, Duration::from_secs(600));
+        assert_eq!(config.fit.mixture.n_components, 10);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_combinations() {
+        let typo = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[kafka]\nbrokerz = \"x\""));
+        assert!(typo.extract::<Config>().is_err());
+
+        let mut config = Config::load(None).expect("defaults");
+        config.publish.chunk_rows = 10_000_000;
+        let err = config.check().expect_err("too large for a message");
+        assert!(err.to_string().contains("kafka.message_max_bytes"), "{err}");
+
+        let mut config = Config::load(None).expect("defaults");
+        config.clickhouse.database = "x; DROP TABLE y".into();
+        assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn fit_kinds_and_modes_load_and_are_checked() {
+        let dataset = "[fit]\ncolumns = [\"city\", \"balance\"]\n[fit.kinds]\ncity = \"categorical\"\n\
+                       [fit.modes]\nbalance = [0.0]\n";
+        let config: Config =
+            Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(dataset)).extract().expect("loads");
+        config.check().expect("valid");
+        assert_eq!(config.fit.spec("city").kind, Some(ColumnKind::Categorical));
+        assert_eq!(config.fit.spec("balance").modes, Some(vec![0.0]));
+        assert!(config.fit.names_columns());
+        assert!(!Config::load(None).expect("defaults").fit.names_columns());
+
+        let typo = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[fit.kinds]\ncity = \"nominal\""));
+        assert!(typo.extract::<Config>().is_err(), "unknown kinds are refused");
+
+        let mut config = config;
+        config.fit.kinds.insert("balance".into(), ColumnKind::Continuous);
+        let err = config.check().expect_err("modes on a continuous column");
+        assert_eq!(
+            err.to_string(),
+            "configuration: fit.modes gives modes for `balance`, but fit.kinds makes it continuous"
+        );
+        config.fit.kinds.insert("zip".into(), ColumnKind::Categorical);
+        let err = config.check().expect_err("not listed");
+        assert!(err.to_string().contains("fit.kinds names `zip`, which fit.columns does not list"), "{err}");
+    }
+}

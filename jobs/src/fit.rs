@@ -1,0 +1,359 @@
+//! Fitting a model over every shard of a dataset: a seeded sample from each shard
+//! (read in parallel), combined by `fit.strategy` (pooled by default, or shard after
+//! shard: warm start or streaming update) into one mixture; written as `model.json` and
+//! `metadata.json` and registered in ClickHouse.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use shardflow_config::{FitConfig, FitStrategy};
+use shardflow_model::{
+    ColumnModel, FORMAT_VERSION, Mixture, Model, ModelError, ValidMixtureParams, fit, fit_streaming, fit_warm_start,
+};
+use shardflow_storage::write_atomically;
+use shardflow_store::{Index, IndexError, ModelRow};
+
+use std::sync::Arc;
+
+use arrow_schema::Schema;
+use shardflow_model::ColumnKind;
+use shardflow_storage::shard::{ShardError, ShardStats, sample};
+use shardflow_storage::table::{ColumnStats, Table, conform, is_csv, sample_table};
+
+/// Why a fit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// No shard to fit on.
+    #[error("no shards to fit on in {0}")]
+    NoShards(String),
+    /// A shard is unusable.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// The mixture could not be fitted.
+    #[error("fitting column `{column}`: {source}")]
+    Model {
+        /// The column.
+        column: String,
+        /// The cause.
+        source: ModelError,
+    },
+    /// Writing the model files failed.
+    #[error("writing the model to {path}: {source}")]
+    Write {
+        /// Directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Registering in ClickHouse failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// `metadata.json`: what the model was fitted on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The model's id.
+    pub model_id: String,
+    /// `model.json` format version.
+    pub format_version: u32,
+    /// Dataset.
+    pub dataset: String,
+    /// Seed of the row samples and the k-means start.
+    pub seed: u64,
+    /// How the shards' samples were combined.
+    pub strategy: FitStrategy,
+    /// Rows sampled per shard at most.
+    pub sample_rows_per_shard: usize,
+    /// Unix seconds.
+    pub created_at: u32,
+    /// Per column.
+    pub columns: Vec<ColumnMetadata>,
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+}
+
+/// One column in `metadata.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnMetadata {
+    /// Name.
+    pub name: String,
+    /// `continuous`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Smallest value over all shards.
+    pub min: f64,
+    /// Largest value over all shards.
+    pub max: f64,
+    /// Rows over all shards.
+    pub rows: u64,
+    /// Null or non-finite rows over all shards.
+    pub nulls: u64,
+    /// Values the mixture was fitted on.
+    pub sampled: u64,
+    /// Mixture components kept.
+    pub valid_components: usize,
+    /// Iterations the (last) fit ran.
+    pub n_iter: usize,
+    /// Whether the lower bound settled.
+    pub converged: bool,
+}
+
+type Sampled = Result<(Vec<f64>, ShardStats), ShardError>;
+
+/// Sample every shard (in parallel, `threads` at a time) and fit `column`.
+///
+/// # Errors
+/// [`FitError`] when a shard is unusable or the sample cannot be fitted.
+pub fn fit_shards(
+    shards: &[PathBuf],
+    column: &str,
+    config: &FitConfig,
+    threads: usize,
+    progress: &ProgressBar,
+) -> Result<(Model, Metadata), FitError> {
+    if shards.is_empty() {
+        return Err(FitError::NoShards("the request".into()));
+    }
+    let seed = config.mixture.seed;
+    let next = AtomicUsize::new(0);
+    let mut samples: Vec<Option<Sampled>> = (0..shards.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, shards.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = shards.get(i) else { return done };
+                        let shard_seed = seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
+                        done.push((i, sample(path, column, config.sample_rows_per_shard, shard_seed)));
+                        progress.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (i, result) in worker.join().unwrap_or_default() {
+                samples[i] = Some(result);
+            }
+        }
+    });
+    let mut stats = Vec::with_capacity(shards.len());
+    let samples = samples
+        .into_iter()
+        .zip(shards)
+        .map(|(slot, path)| {
+            let (values, s) = slot.unwrap_or_else(|| {
+                Err(ShardError::Read { path: path.display().to_string(), reason: "sampling thread failed".into() })
+            })?;
+            stats.push(s);
+            Ok(values)
+        })
+        .collect::<Result<Vec<_>, FitError>>()?;
+
+    let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: column.into(), source })?;
+    let mixture = fit_samples(&samples, config.strategy, &params)
+        .map_err(|source| FitError::Model { column: column.into(), source })?;
+    let metadata_column = ColumnMetadata {
+        name: column.to_string(),
+        kind: "continuous".into(),
+        min: stats.iter().map(|s| s.min).fold(f64::INFINITY, f64::min),
+        max: stats.iter().map(|s| s.max).fold(f64::NEG_INFINITY, f64::max),
+        rows: stats.iter().map(|s| s.rows).sum(),
+        nulls: stats.iter().map(|s| s.nulls).sum(),
+        sampled: samples.iter().map(|s| s.len() as u64).sum(),
+        valid_components: mixture.valid_components().len(),
+        n_iter: mixture.n_iter,
+        converged: mixture.converged,
+    };
+    let model = Model::new(column, vec![ColumnModel::continuous(column, mixture)]);
+    let metadata = Metadata {
+        model_id: model.model_id.clone(),
+        format_version: FORMAT_VERSION,
+        dataset: column.to_string(),
+        seed,
+        strategy: config.strategy,
+        sample_rows_per_shard: config.sample_rows_per_shard,
+        created_at: shardflow_store::unix_now(),
+        columns: vec![metadata_column],
+        shards: stats,
+    };
+    Ok((model, metadata))
+}
+
+/// One mixture from per-shard samples (in shard order), combined by `strategy`. Empty
+/// samples (shards of nulls only) are skipped.
+///
+/// # Errors
+/// [`ModelError::EmptySample`] when every sample is empty, or what the fit reports.
+pub fn fit_samples(
+    samples: &[Vec<f64>],
+    strategy: FitStrategy,
+    params: &ValidMixtureParams,
+) -> Result<Mixture, ModelError> {
+    let mut shards = samples.iter().filter(|s| !s.is_empty());
+    match strategy {
+        FitStrategy::Pooled => fit(&samples.concat(), params),
+        FitStrategy::WarmStart | FitStrategy::Streaming => {
+            let first = shards.next().ok_or(ModelError::EmptySample)?;
+            let step = if strategy == FitStrategy::WarmStart { fit_warm_start } else { fit_streaming };
+            shards.try_fold(fit(first, params)?, |previous, sample| step(sample, &previous, params))
+        }
+    }
+}
+
+/// Write `model.json` and `metadata.json` into `dir` (each atomically).
+///
+/// # Errors
+/// [`FitError::Write`].
+pub fn write_model(dir: &Path, model: &Model, metadata: &Metadata) -> Result<(), FitError> {
+    let fail = |source| FitError::Write { path: dir.display().to_string(), source };
+    let meta = serde_json::to_string_pretty(metadata).map_err(|e| fail(e.into()))?;
+    write_atomically(&dir.join("model.json"), |f| std::io::Write::write_all(f, model.to_json().as_bytes()))
+        .map_err(fail)?;
+    write_atomically(&dir.join("metadata.json"), |f| std::io::Write::write_all(f, meta.as_bytes())).map_err(fail)
+}
+
+/// Register a written model in the `models` table.
+///
+/// # Errors
+/// [`FitError::Index`] when ClickHouse refuses.
+pub async fn register(index: &Index, dir: &Path, model: &Model, metadata: &Metadata) -> Result<(), FitError> {
+    let row = ModelRow {
+        model_id: model.model_id.clone(),
+        dataset: model.dataset.clone(),
+        format_version: model.format_version,
+        created_at: metadata.created_at,
+        path: dir.display().to_string(),
+        components: u32::try_from(model.columns.iter().map(|c| c.one_hot.len()).sum::<usize>()).unwrap_or(u32::MAX),
+        model_json: model.to_json(),
+        metadata_json: serde_json::to_string(metadata).unwrap_or_default(),
+    };
+    index.insert_model(&row).await?;
+    Ok(())
+}
+
+/// Fit one model over every shard: a seeded sample of up to
+/// `fit.sample_rows_per_shard` rows from each (in order), then each column's encoding
+/// (see [`shardflow_model::fit_column`]), in the order of `fit.columns` or of the first
+/// shard.
+///
+/// # Errors
+/// [`FitError`] when a shard is unusable, a configured column is missing, or a column
+/// cannot be fitted.
+pub fn fit_table(
+    shards: &[PathBuf],
+    dataset: &str,
+    config: &FitConfig,
+    progress: &ProgressBar,
+) -> Result<(Model, Metadata), FitError> {
+    let first = shards.first().ok_or_else(|| FitError::NoShards("the request".into()))?;
+    let named: Vec<String> = config.kinds.keys().chain(config.modes.keys()).cloned().collect();
+    // Configured kinds and modes must name real columns, even when fit.columns is empty.
+    Table::open(first, &named, None)?;
+    let head = Table::open(first, &config.columns, None)?;
+    let csv_schema = head.csv_schema();
+    let schema = head.schema();
+    let order: Vec<String> = if config.columns.is_empty() {
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    } else {
+        config.columns.clone()
+    };
+    let seed = config.mixture.seed;
+    let mut parts = Vec::with_capacity(shards.len());
+    let mut shard_stats = Vec::with_capacity(shards.len());
+    let mut columns_stats: Vec<ColumnStats> = Vec::new();
+    let mut rows_total = 0;
+    for (i, path) in shards.iter().enumerate() {
+        let shard_seed = seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
+        let csv = if is_csv(path) { csv_schema.clone() } else { None };
+        let (sample, rows, stats) = sample_table(path, &order, csv, config.sample_rows_per_shard, shard_seed)?;
+        let sample = conform(path, sample, &schema)?;
+        shard_stats.push(ShardStats {
+            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            rows,
+            nulls: stats.iter().map(|s| s.nulls).sum(),
+            sampled: sample.num_rows() as u64,
+            min: f64::NAN,
+            max: f64::NAN,
+        });
+        if columns_stats.is_empty() {
+            columns_stats = stats;
+        } else {
+            for (all, s) in columns_stats.iter_mut().zip(stats) {
+                all.nulls += s.nulls;
+                all.min = all.min.min(s.min);
+                all.max = all.max.max(s.max);
+            }
+        }
+        rows_total += rows;
+        parts.push(sample);
+        progress.inc(1);
+    }
+    let read =
+        |e: arrow_schema::ArrowError| ShardError::Read { path: first.display().to_string(), reason: e.to_string() };
+    let sample = arrow_select::concat::concat_batches(&schema, &parts).map_err(read)?;
+    drop(parts);
+
+    let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: "*".into(), source })?;
+    let mut columns = Vec::with_capacity(order.len());
+    let mut metadata_columns = Vec::with_capacity(order.len());
+    for name in &order {
+        let Some((index, _)) = schema.column_with_name(name) else { continue };
+        let values = sample.column(index);
+        let column = shardflow_model::fit_column(name, values.as_ref(), &config.spec(name), &config.inference, &params)
+            .map_err(|source| FitError::Model { column: name.clone(), source })?;
+        metadata_columns.push(column_metadata(&column, &columns_stats[index], rows_total, sample.num_rows()));
+        columns.push(column);
+    }
+    let model = Model::new(dataset, columns);
+    model.check().map_err(|source| FitError::Model { column: "*".into(), source })?;
+    let metadata = Metadata {
+        model_id: model.model_id.clone(),
+        format_version: FORMAT_VERSION,
+        dataset: dataset.to_string(),
+        seed,
+        // Tables pool their samples whatever fit.strategy says (see the README).
+        strategy: FitStrategy::Pooled,
+        sample_rows_per_shard: config.sample_rows_per_shard,
+        created_at: shardflow_store::unix_now(),
+        columns: metadata_columns,
+        shards: shard_stats,
+    };
+    Ok((model, metadata))
+}
+
+fn column_metadata(column: &ColumnModel, stats: &ColumnStats, rows: u64, sampled: usize) -> ColumnMetadata {
+    let numeric = column.kind != ColumnKind::Categorical && stats.min <= stats.max;
+    let mixture = column.mixture.as_ref();
+    ColumnMetadata {
+        name: column.name.clone(),
+        kind: column.kind.to_string(),
+        min: if numeric { stats.min } else { f64::NAN },
+        max: if numeric { stats.max } else { f64::NAN },
+        rows,
+        nulls: stats.nulls,
+        sampled: sampled as u64,
+        valid_components: column.output_fields().len() - usize::from(mixture.is_some()),
+        n_iter: mixture.map_or(0, |m| m.n_iter),
+        converged: mixture.is_none_or(|m| m.converged),
+    }
+}
+
+/// Whether a dataset is the single-column `Amount` kind that [`fit_shards`]
+/// fits (Parquet shards whose only column is a number named `column`, and no columns
+/// named in the configuration), rather than a table fitted column by column.
+///
+/// # Errors
+/// [`ShardError`] when the first shard cannot be read.
+pub fn is_single_column(shards: &[PathBuf], column: &str, config: &FitConfig) -> Result<bool, ShardError> {
+    if config.names_columns() || shards.iter().any(|p| is_csv(p)) {
+        return Ok(false);
+    }
+    let Some(first) = shards.first() else { return Ok(false) };
+    let schema: Arc<Schema> = Table::open(first, &[], None)?.schema();
+    Ok(schema.fields().len() == 1 && schema.field(0).name() == column && schema.field(0).data_type().is_numeric())
+}

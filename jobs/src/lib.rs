@@ -1,0 +1,7 @@
+//! Jobs: what the API and the CLI both call to turn a shard into work for the consumers —
+//! fit a model over a dataset's shards ([`fit`]), publish a shard as Avro chunks on the
+//! chunk topic ([`publish`]).
+#![warn(missing_docs)]
+
+pub mod fit;
+pub mod publish;

@@ -1,0 +1,252 @@
+//! Publishing a shard: read it as a stream, cut it into chunks, encode each as Avro and
+//! send one Kafka message per chunk through an idempotent producer. At most
+//! `max_in_flight` chunks wait for delivery at once, so a slow broker slows the reader
+//! instead of growing memory. The job row records rows and chunks once every chunk is
+//! acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use indicatif::ProgressBar;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shardflow_config::Config;
+use shardflow_config::{KafkaConfig, PublishConfig};
+use shardflow_kafka::{self as kafka, headers};
+use shardflow_model::Model;
+use shardflow_schemas::{ChunkCodec, CodecError};
+use shardflow_store::{Index, IndexError, JobRow};
+use shardflow_store::{unix_now, version_now};
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span};
+
+use shardflow_storage::shard::{Shard, ShardError};
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The shard is unusable (the client's to fix).
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A chunk could not be encoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The broker refused or did not acknowledge a chunk.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// ClickHouse refused the job row.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// A job whose every chunk the broker acknowledged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    /// Job id.
+    pub job_id: String,
+    /// Rows sent.
+    pub rows: u64,
+    /// Chunks sent.
+    pub chunks: u64,
+}
+
+/// Sends shards to the chunk topic and records jobs.
+pub struct Publisher {
+    producer: FutureProducer,
+    index: Index,
+    codec: ChunkCodec,
+    kafka: KafkaConfig,
+    publish: PublishConfig,
+}
+
+impl Publisher {
+    /// Create the topic when missing and connect the producer.
+    ///
+    /// # Errors
+    /// When the broker cannot be reached or refuses the topic.
+    pub async fn new(config: &Config, index: Index) -> Result<Self, PublishError> {
+        kafka::ensure_topic(&config.kafka, &config.kafka.topic).await?;
+        Ok(Self {
+            producer: kafka::producer(&config.kafka)?,
+            index,
+            codec: ChunkCodec::amount()?,
+            kafka: config.kafka.clone(),
+            publish: config.publish.clone(),
+        })
+    }
+
+    /// Whether the broker answers.
+    ///
+    /// # Errors
+    /// The client's error when it does not.
+    pub async fn broker_answers(&self) -> Result<(), rdkafka::error::KafkaError> {
+        kafka::broker_answers(&self.producer, &self.kafka.topic).await
+    }
+
+    /// Publish the shard at `path` (already validated with [`Shard::open`]) as a new job
+    /// transformed with `model`. Returns when every chunk is acknowledged.
+    ///
+    /// # Errors
+    /// [`PublishError`]; the job row then says `failed` with the reason.
+    pub async fn publish(&self, path: &Path, model: &Model, progress: &ProgressBar) -> Result<Published, PublishError> {
+        self.publish_chunks(path, model, self.publish.chunk_rows, progress).await
+    }
+
+    /// As [`Publisher::publish`], with `chunk_rows` rows per chunk instead of the
+    /// configured number (the caller checks it fits in a message, see
+    /// [`PublishConfig::largest_message`]).
+    ///
+    /// # Errors
+    /// [`PublishError`]; the job row then says `failed` with the reason.
+    pub async fn publish_chunks(
+        &self,
+        path: &Path,
+        model: &Model,
+        chunk_rows: usize,
+        progress: &ProgressBar,
+    ) -> Result<Published, PublishError> {
+        let job_id = uuid::Uuid::now_v7().to_string();
+        let span = info_span!("publish", job = %job_id, source = %path.display());
+        self.publish_job(job_id, path.to_path_buf(), model, chunk_rows, progress).instrument(span).await
+    }
+
+    async fn publish_job(
+        &self,
+        job_id: String,
+        path: PathBuf,
+        model: &Model,
+        chunk_rows: usize,
+        progress: &ProgressBar,
+    ) -> Result<Published, PublishError> {
+        let created_at = unix_now();
+        let mut job = JobRow {
+            job_id: job_id.clone(),
+            dataset: model.dataset.clone(),
+            source: path.display().to_string(),
+            model_id: model.model_id.clone(),
+            status: "publishing".into(),
+            rows: 0,
+            chunks: 0,
+            error: String::new(),
+            created_at,
+            updated_at: created_at,
+            version: version_now(),
+        };
+        self.index.insert_job(&job).await?;
+        let result = self.send_chunks(&job_id, &path, &model.model_id, chunk_rows, progress).await;
+        job.updated_at = unix_now();
+        job.version = version_now();
+        match &result {
+            Ok(done) => {
+                job.status = "published".into();
+                job.rows = done.rows;
+                job.chunks = done.chunks;
+                info!(rows = done.rows, chunks = done.chunks, "published");
+            }
+            Err(e) => {
+                job.status = "failed".into();
+                job.error = e.to_string();
+            }
+        }
+        self.index.insert_job(&job).await?;
+        result
+    }
+
+    async fn send_chunks(
+        &self,
+        job_id: &str,
+        path: &Path,
+        model_id: &str,
+        chunk_rows: usize,
+        progress: &ProgressBar,
+    ) -> Result<Published, PublishError> {
+        // Reading and encoding are blocking work: a thread feeds encoded chunks through
+        // a small channel, so it never runs far ahead of the broker.
+        let (tx, mut rx) = mpsc::channel::<Result<(u64, Vec<u8>), PublishError>>(2);
+        let reader_path = path.to_path_buf();
+        let codec = self.codec.clone();
+        let column = codec.columns().first().cloned().unwrap_or_default();
+        let reader = tokio::task::spawn_blocking(move || {
+            let batches = match Shard::open(&reader_path, &column).and_then(|s| s.batches(chunk_rows)) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            for batch in batches {
+                let encoded =
+                    batch.map_err(PublishError::from).and_then(|b| Ok((b.num_rows() as u64, codec.encode(&b)?)));
+                let failed = encoded.is_err();
+                if tx.blocking_send(encoded).is_err() || failed {
+                    return;
+                }
+            }
+        });
+
+        let mut in_flight = FuturesUnordered::new();
+        let mut chunks = 0u64;
+        let mut rows = 0u64;
+        let mut failure = None;
+        while let Some(item) = rx.recv().await {
+            let (n, payload) = match item {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            let seq = chunks;
+            chunks += 1;
+            rows += n;
+            in_flight.push(self.send(job_id, seq, model_id, payload, n, progress));
+            while in_flight.len() >= self.publish.max_in_flight {
+                if let Some(Err(e)) = in_flight.next().await {
+                    failure.get_or_insert(e);
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        drop(rx);
+        while let Some(result) = in_flight.next().await {
+            if let Err(e) = result {
+                failure.get_or_insert(e);
+            }
+        }
+        let _ = reader.await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Published { job_id: job_id.to_string(), rows, chunks }),
+        }
+    }
+
+    fn send(
+        &self,
+        job_id: &str,
+        seq: u64,
+        model_id: &str,
+        payload: Vec<u8>,
+        rows: u64,
+        progress: &ProgressBar,
+    ) -> impl Future<Output = Result<(), PublishError>> + use<'_> {
+        let key = format!("{job_id}/{seq}");
+        let seq_text = seq.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: headers::JOB_ID, value: Some(job_id) })
+            .insert(Header { key: headers::CHUNK, value: Some(&seq_text) })
+            .insert(Header { key: headers::MODEL_ID, value: Some(model_id) })
+            .insert(Header { key: headers::SCHEMA, value: Some(self.codec.schema_name()) });
+        let progress = progress.clone();
+        async move {
+            let record = FutureRecord::to(&self.kafka.topic).key(&key).payload(&payload).headers(headers);
+            // Queue-full is retried inside `send` until the timeout: backpressure, not failure.
+            self.producer.send(record, Duration::from_secs(300)).await.map_err(|(e, _)| PublishError::Kafka(e))?;
+            progress.inc(rows);
+            Ok(())
+        }
+    }
+}

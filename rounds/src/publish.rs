@@ -1,0 +1,575 @@
+//! The game-rounds pipeline's producer half: read an uploaded CSV as a stream (UTF-8, or
+//! UTF-16 / UTF-8 with a BOM), map its columns by header name, turn each row into a
+//! [`GameRound`] and publish one Confluent-framed Avro message per row on the rounds
+//! topic. Rows that cannot be read are counted and kept with their line and reason,
+//! never sent and never silently dropped. While reading, the per-hour count and sums are
+//! computed from the CSV itself, so that what reaches ClickHouse can be reconciled.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::store::{HourSums, RoundsStore, UploadRow};
+use chrono::{DateTime, NaiveDateTime};
+use csv::StringRecord;
+use encoding_rs_io::{DecodeReaderBytes, DecodeReaderBytesBuilder};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use shardflow_config::Config;
+use shardflow_kafka as kafka;
+use shardflow_schemas::CodecError;
+use shardflow_schemas::rounds::{GAME_ROUND_AVSC, GameRound, RoundCodec};
+use shardflow_store::{Index, IndexError};
+use shardflow_store::{unix_now, version_now};
+use tokio::sync::mpsc;
+use tracing::info;
+
+/// The columns a game-rounds CSV must have, in any order (others are ignored).
+pub const COLUMNS: [&str; 10] = [
+    "created_timestamp",
+    "game_instance_id",
+    "user_id",
+    "game_id",
+    "real_amount_bet",
+    "bonus_amount_bet",
+    "real_amount_win",
+    "bonus_amount_win",
+    "game_name",
+    "provider",
+];
+
+/// Bad rows kept with their reason; the rest are only counted.
+const BAD_ROW_SAMPLES: usize = 100;
+
+/// Why an upload cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// The file could not be read.
+    #[error("cannot read the upload: {0}")]
+    Io(#[from] std::io::Error),
+    /// Binary content, or text that is neither UTF-8 nor UTF-16.
+    #[error("the upload is not a CSV file: {0}")]
+    NotCsv(String),
+    /// The header line lacks required columns.
+    #[error("the CSV header lacks the columns {missing}; it must name {}", COLUMNS.join(", "))]
+    MissingColumns {
+        /// The missing columns, comma-separated.
+        missing: String,
+    },
+}
+
+/// A row that could not be read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BadRow {
+    /// Line in the CSV (the header is line 1).
+    pub line: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Reads game rounds from a CSV file, one row at a time.
+pub struct RoundReader {
+    reader: csv::Reader<DecodeReaderBytes<File, Vec<u8>>>,
+    /// Position of each of [`COLUMNS`] in the file's rows.
+    index: [usize; COLUMNS.len()],
+    /// Fields in the header: every row must have as many.
+    width: usize,
+    record: StringRecord,
+    upload_id: String,
+}
+
+impl RoundReader {
+    /// Open `path`, check that it is CSV text and map the header.
+    ///
+    /// # Errors
+    /// [`CsvError`] when the file is not CSV or lacks columns.
+    pub fn open(path: &Path, upload_id: &str) -> Result<Self, CsvError> {
+        let mut reader = csv_reader(open_text(path)?);
+        let headers = reader.headers().map_err(|e| CsvError::NotCsv(format!("header line: {e}")))?.clone();
+        let names: Vec<String> =
+            headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase()).collect();
+        let mut index = [0; COLUMNS.len()];
+        let mut missing = Vec::new();
+        for (slot, column) in index.iter_mut().zip(COLUMNS) {
+            match names.iter().position(|n| n == column) {
+                Some(i) => *slot = i,
+                None => missing.push(column),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(CsvError::MissingColumns { missing: missing.join(", ") });
+        }
+        Ok(Self { reader, index, width: names.len(), record: StringRecord::new(), upload_id: upload_id.to_string() })
+    }
+
+    /// The next row: `None` at the end, `Some(Err)` for a row that cannot be read.
+    ///
+    /// # Errors
+    /// An I/O error reading the file ends the upload (the caller records why).
+    pub fn next_round(&mut self) -> Result<Option<Result<GameRound, BadRow>>, CsvError> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                let line = self.record.position().map_or(0, csv::Position::line);
+                Ok(Some(self.round(line).map_err(|reason| BadRow { line, reason })))
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, csv::Position::line);
+                match e.into_kind() {
+                    csv::ErrorKind::Io(e) => Err(CsvError::Io(e)),
+                    kind => Ok(Some(Err(BadRow { line, reason: describe(&kind) }))),
+                }
+            }
+        }
+    }
+
+    fn round(&self, line: u64) -> Result<GameRound, String> {
+        let (fields, width) = (self.record.len(), self.width);
+        if fields != width {
+            return Err(format!("expected {width} fields, found {fields}"));
+        }
+        let field = |i: usize| self.record.get(self.index[i]).unwrap_or("").trim();
+        let id = |i: usize| {
+            let value = field(i);
+            if value.is_empty() { Err(format!("{} is empty", COLUMNS[i])) } else { Ok(value.to_string()) }
+        };
+        Ok(GameRound {
+            upload_id: self.upload_id.clone(),
+            line,
+            created_timestamp_ms: timestamp(field(0)).map_err(|e| format!("created_timestamp {:?}: {e}", field(0)))?,
+            game_instance_id: id(1)?,
+            user_id: id(2)?,
+            game_id: id(3)?,
+            real_amount_bet: amount(field(4)).map_err(|e| format!("{}: {e}", COLUMNS[4]))?,
+            bonus_amount_bet: amount(field(5)).map_err(|e| format!("{}: {e}", COLUMNS[5]))?,
+            real_amount_win: amount(field(6)).map_err(|e| format!("{}: {e}", COLUMNS[6]))?,
+            bonus_amount_win: amount(field(7)).map_err(|e| format!("{}: {e}", COLUMNS[7]))?,
+            game_name: field(8).to_string(),
+            provider: field(9).to_string(),
+        })
+    }
+}
+
+/// Open a text file for CSV reading: refuse binary content, decode UTF-16 behind a BOM,
+/// drop a UTF-8 BOM, pass other bytes through (invalid UTF-8 then fails only its row).
+///
+/// # Errors
+/// [`CsvError::NotCsv`] for binary content, [`CsvError::Io`] when it cannot be read.
+pub fn open_text(path: &Path) -> Result<DecodeReaderBytes<File, Vec<u8>>, CsvError> {
+    let mut file = File::open(path)?;
+    sniff(&mut file)?;
+    file.rewind()?;
+    Ok(DecodeReaderBytesBuilder::new().utf8_passthru(true).strip_bom(true).build(file))
+}
+
+/// A CSV reader over decoded text. Rows end at `\n`, a `\r` before it is trimmed with
+/// the field: with the crate's default CRLF terminator the reported line of every row after
+/// a `\r\n` is one short.
+pub fn csv_reader<R: Read>(text: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new().flexible(true).terminator(csv::Terminator::Any(b'\n')).from_reader(text)
+}
+
+fn describe(kind: &csv::ErrorKind) -> String {
+    match kind {
+        csv::ErrorKind::Utf8 { err, .. } => format!("not valid text in field {}", err.field() + 1),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Refuse binary content: a CSV is text, so its first kilobytes decode (UTF-8, or UTF-16
+/// behind a BOM) without NULs or control characters other than tab, CR and LF.
+fn sniff(file: &mut File) -> Result<(), CsvError> {
+    let mut head = Vec::with_capacity(8192);
+    file.by_ref().take(8192).read_to_end(&mut head)?;
+    if head.is_empty() {
+        return Err(CsvError::NotCsv("the file is empty".into()));
+    }
+    let mut text = Vec::new();
+    DecodeReaderBytesBuilder::new().strip_bom(true).build(&head[..]).read_to_end(&mut text)?;
+    let text = String::from_utf8_lossy(&text);
+    let sample: Vec<char> = text.chars().collect();
+    // A full sample may end inside a character: leave its last two out.
+    let keep = if head.len() == 8192 { sample.len().saturating_sub(2) } else { sample.len() };
+    if let Some(c) =
+        sample[..keep].iter().find(|c| (c.is_control() && !matches!(c, '\t' | '\r' | '\n')) || **c == '\u{fffd}')
+    {
+        return Err(CsvError::NotCsv(format!(
+            "binary content (character U+{:04X} in the first {} bytes)",
+            u32::from(*c),
+            head.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or ISO 8601 / RFC 3339 (`2024-01-31T12:00:00Z`,
+/// offsets allowed), as milliseconds since the epoch; within what ClickHouse's DateTime holds.
+fn timestamp(text: &str) -> Result<i64, String> {
+    let ms = if text.contains('T') {
+        DateTime::parse_from_rfc3339(text).map_err(|e| e.to_string())?.timestamp_millis()
+    } else {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+            .map_err(|e| format!("{e}; expected YYYY-MM-DD HH:MM:SS or ISO 8601"))?
+            .and_utc()
+            .timestamp_millis()
+    };
+    if (0..4_294_967_296_000).contains(&ms) { Ok(ms) } else { Err("outside 1970-01-01 to 2106-02-07".into()) }
+}
+
+/// An amount: empty or `NaN` is null; anything else must be a finite number.
+fn amount(text: &str) -> Result<Option<f64>, String> {
+    if text.is_empty() || text.eq_ignore_ascii_case("nan") {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(Some(x)),
+        Ok(_) => Err(format!("{text:?} is not finite")),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
+}
+
+/// Why an upload could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundsError {
+    /// The file is not a usable CSV.
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    /// A row could not be encoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The broker refused or did not acknowledge a row.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// ClickHouse refused the upload row or the schema.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The Schema Registry refused the schema.
+    #[error("Schema Registry: {0}")]
+    Registry(String),
+}
+
+/// What reading a whole CSV found, beside the rows themselves.
+#[derive(Debug, Default)]
+struct Summary {
+    rows_read: u64,
+    bad_rows: u64,
+    samples: Vec<BadRow>,
+    hourly: BTreeMap<u32, HourSums>,
+}
+
+/// Publishes uploads to the rounds topic and records them.
+pub struct RoundsPublisher {
+    producer: FutureProducer,
+    store: RoundsStore,
+    codec: RoundCodec,
+    topic: String,
+    max_in_flight: usize,
+}
+
+impl RoundsPublisher {
+    /// Create the topic, number the schema (Schema Registry when configured, else
+    /// shardflow's own id kept in ClickHouse) and connect the producer.
+    ///
+    /// # Errors
+    /// When the broker, ClickHouse or the registry refuse.
+    pub async fn new(config: &Config, index: Index) -> Result<Self, RoundsError> {
+        let store = RoundsStore::new(index);
+        let topic = config.game_rounds.topic.clone();
+        kafka::ensure_topic(&config.kafka, &topic).await?;
+        let subject = format!("{topic}-value");
+        let mut codec = RoundCodec::new()?;
+        let registry = config.game_rounds.schema_registry_url.trim_end_matches('/');
+        if registry.is_empty() {
+            store.register_schema(codec.schema_id(), &subject, GAME_ROUND_AVSC).await?;
+        } else {
+            codec = codec.with_schema_id(register_with_registry(registry, &subject).await?);
+        }
+        Ok(Self { producer: kafka::bulk_producer(&config.kafka)?, store, codec, topic, max_in_flight: 20_000 })
+    }
+
+    /// Publish the CSV at `path` (already checked with [`RoundReader::open`]) as upload
+    /// `upload_id`, recording its progress in `uploads`. Returns the final upload row once
+    /// every row is acknowledged.
+    ///
+    /// # Errors
+    /// [`RoundsError`]; the upload row then says `failed` with the reason.
+    pub async fn publish(
+        &self,
+        upload_id: &str,
+        file_name: &str,
+        path: &Path,
+        bytes: u64,
+    ) -> Result<UploadRow, RoundsError> {
+        let created_at = unix_now();
+        let mut upload = UploadRow {
+            upload_id: upload_id.to_string(),
+            file_name: file_name.to_string(),
+            path: path.display().to_string(),
+            status: "publishing".into(),
+            bytes,
+            rows_read: 0,
+            rows_published: 0,
+            bad_rows: 0,
+            bad_row_samples: "[]".into(),
+            hourly: "[]".into(),
+            error: String::new(),
+            created_at,
+            updated_at: created_at,
+            version: version_now(),
+        };
+        self.store.insert_upload(&upload).await?;
+        let (published, outcome) = self.send_rows(upload_id, path.to_path_buf()).await;
+        upload.rows_published = published;
+        upload.updated_at = unix_now();
+        upload.version = version_now();
+        match outcome {
+            Ok(summary) => {
+                upload.status = "published".into();
+                upload.rows_read = summary.rows_read;
+                upload.bad_rows = summary.bad_rows;
+                upload.bad_row_samples = serde_json::to_string(&summary.samples).unwrap_or_else(|_| "[]".into());
+                let hourly: Vec<&HourSums> = summary.hourly.values().collect();
+                upload.hourly = serde_json::to_string(&hourly).unwrap_or_else(|_| "[]".into());
+                self.store.insert_upload(&upload).await?;
+                info!(upload = upload_id, rows = published, bad = upload.bad_rows, "upload published");
+                Ok(upload)
+            }
+            Err(e) => {
+                upload.status = "failed".into();
+                upload.error = e.to_string();
+                if let Err(record) = self.store.insert_upload(&upload).await {
+                    tracing::error!(upload = upload_id, error = %record, "cannot record the failed upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Read and encode on a blocking thread, send here with at most `max_in_flight`
+    /// messages unacknowledged. Returns the rows acknowledged and what the reader found.
+    async fn send_rows(&self, upload_id: &str, path: PathBuf) -> (u64, Result<Summary, RoundsError>) {
+        enum Item {
+            Rows(Vec<(String, Vec<u8>)>),
+            Done(Summary),
+            Failed(RoundsError),
+        }
+        let (tx, mut rx) = mpsc::channel::<Item>(4);
+        let codec = self.codec.clone();
+        let id = upload_id.to_string();
+        let reader = tokio::task::spawn_blocking(move || {
+            let read = || -> Result<Summary, RoundsError> {
+                let mut rows = RoundReader::open(&path, &id)?;
+                let mut summary = Summary::default();
+                let mut batch = Vec::new();
+                while let Some(row) = rows.next_round()? {
+                    summary.rows_read += 1;
+                    match row {
+                        Ok(round) => {
+                            let hour = u32::try_from(round.created_timestamp_ms / 1000 / 3600 * 3600).unwrap_or(0);
+                            summary
+                                .hourly
+                                .entry(hour)
+                                .or_insert_with(|| HourSums { hour, ..HourSums::default() })
+                                .add(&round);
+                            batch.push((round.game_instance_id.clone(), codec.encode(&round)?));
+                        }
+                        Err(bad) => {
+                            summary.bad_rows += 1;
+                            if summary.samples.len() < BAD_ROW_SAMPLES {
+                                summary.samples.push(bad);
+                            }
+                        }
+                    }
+                    // The sender stops receiving only after a failure, which it reports itself.
+                    if batch.len() >= 1024 && tx.blocking_send(Item::Rows(std::mem::take(&mut batch))).is_err() {
+                        return Ok(summary);
+                    }
+                }
+                if !batch.is_empty() {
+                    let _ = tx.blocking_send(Item::Rows(batch));
+                }
+                Ok(summary)
+            };
+            let last = match read() {
+                Ok(summary) => Item::Done(summary),
+                Err(e) => Item::Failed(e),
+            };
+            let _ = tx.blocking_send(last);
+        });
+
+        let mut in_flight = FuturesUnordered::new();
+        let mut acknowledged = 0u64;
+        let mut failure = None;
+        let mut summary = None;
+        'receive: while let Some(item) = rx.recv().await {
+            match item {
+                Item::Rows(rows) => {
+                    for (key, payload) in rows {
+                        in_flight.push(self.send(key, payload));
+                        while in_flight.len() >= self.max_in_flight {
+                            match in_flight.next().await {
+                                Some(Ok(())) => acknowledged += 1,
+                                Some(Err(e)) => {
+                                    failure = Some(e);
+                                    break 'receive;
+                                }
+                                None => {}
+                            }
+                        }
+                    }
+                }
+                Item::Done(s) => summary = Some(s),
+                Item::Failed(e) => failure = Some(e),
+            }
+        }
+        drop(rx);
+        while let Some(result) = in_flight.next().await {
+            match result {
+                Ok(()) => acknowledged += 1,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        let _ = reader.await;
+        let outcome = match (failure, summary) {
+            (Some(e), _) => Err(e),
+            (None, Some(summary)) => Ok(summary),
+            (None, None) => Err(RoundsError::Registry("the CSV reader stopped without a summary".into())),
+        };
+        (acknowledged, outcome)
+    }
+
+    async fn send(&self, key: String, payload: Vec<u8>) -> Result<(), RoundsError> {
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        // Queue-full is retried inside `send` until the timeout: backpressure, not failure.
+        self.producer.send(record, Duration::from_secs(300)).await.map(|_| ()).map_err(|(e, _)| e.into())
+    }
+}
+
+/// Register the game-round schema under `subject` with a Confluent Schema Registry.
+async fn register_with_registry(url: &str, subject: &str) -> Result<u32, RoundsError> {
+    #[derive(Deserialize)]
+    struct Registered {
+        id: u32,
+    }
+    let fail = |e: &dyn std::fmt::Display| RoundsError::Registry(format!("{url}: {e}"));
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/subjects/{subject}/versions"))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&serde_json::json!({ "schema": GAME_ROUND_AVSC }))
+        .send()
+        .await
+        .map_err(|e| fail(&e))?
+        .error_for_status()
+        .map_err(|e| fail(&e))?;
+    Ok(answer.json::<Registered>().await.map_err(|e| fail(&e))?.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const HEADER: &str = "created_timestamp,game_instance_id,user_id,game_id,real_amount_bet,bonus_amount_bet,real_amount_win,bonus_amount_win,game_name,provider";
+
+    fn write(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(bytes).expect("write");
+        file
+    }
+
+    fn utf16_with_bom(text: &str) -> Vec<u8> {
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        bytes
+    }
+
+    fn read_all(path: &Path) -> (Vec<GameRound>, Vec<BadRow>) {
+        let mut reader = RoundReader::open(path, "u").expect("open");
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        while let Some(row) = reader.next_round().expect("read") {
+            match row {
+                Ok(r) => good.push(r),
+                Err(b) => bad.push(b),
+            }
+        }
+        (good, bad)
+    }
+
+    #[test]
+    fn utf16_quotes_nans_and_both_timestamp_forms() {
+        let text = format!(
+            "{HEADER}\r\n\
+             2024-01-31 23:59:59,r1,42,7,1.5,NaN,,0,\"Book of Dead, Deluxe\",Play'n GO\r\n\
+             2024-02-01T00:00:00Z,r2,43,8,2,0,3.25,nan,'Reactoonz',\"Play'n GO\"\r\n"
+        );
+        let file = write(&utf16_with_bom(&text));
+        let (good, bad) = read_all(file.path());
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(good.len(), 2);
+        assert_eq!(good[0].line, 2);
+        assert_eq!(good[0].created_timestamp_ms, 1_706_745_599_000);
+        assert_eq!(good[0].game_name, "Book of Dead, Deluxe");
+        assert_eq!(good[0].provider, "Play'n GO");
+        assert_eq!(
+            (good[0].real_amount_bet, good[0].bonus_amount_bet, good[0].real_amount_win),
+            (Some(1.5), None, None)
+        );
+        assert_eq!(good[1].created_timestamp_ms, 1_706_745_600_000);
+        assert_eq!(good[1].bonus_amount_win, None);
+        assert_eq!(good[1].provider, "Play'n GO");
+    }
+
+    #[test]
+    fn columns_are_found_by_name_in_any_order() {
+        let text = "provider,extra,game_name,bonus_amount_win,real_amount_win,bonus_amount_bet,real_amount_bet,game_id,user_id,game_instance_id,created_timestamp\n\
+                    NetEnt,x,Starburst,1,2,3,4,g,u1,r9,2024-03-01 10:00:00\n";
+        let file = write(text.as_bytes());
+        let (good, bad) = read_all(file.path());
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(good[0].provider, "NetEnt");
+        assert_eq!(good[0].real_amount_bet, Some(4.0));
+        assert_eq!(good[0].bonus_amount_win, Some(1.0));
+        assert_eq!(good[0].game_instance_id, "r9");
+    }
+
+    #[test]
+    fn bad_rows_are_reported_with_their_line() {
+        let text = format!(
+            "{HEADER}\n\
+             2024-01-01 00:00:00,r1,1,7,1,1,1,1,A,B\n\
+             yesterday,r2,1,7,1,1,1,1,A,B\n\
+             2024-01-01 00:00:00,r3,,7,1,1,1,1,A,B\n\
+             2024-01-01 00:00:00,r4,1,7,lots,1,1,1,A,B\n\
+             2024-01-01 00:00:00,r5,1,7\n\
+             2024-01-01 00:00:00,r6,1,7,inf,1,1,1,A,B\n\
+             2024-01-01 00:00:00,r7,1,7,1,1,1,1,A,B\n"
+        );
+        let file = write(text.as_bytes());
+        let (good, bad) = read_all(file.path());
+        assert_eq!(good.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 8]);
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![3, 4, 5, 6, 7]);
+        assert!(bad[0].reason.starts_with("created_timestamp"), "{}", bad[0].reason);
+        assert_eq!(bad[1].reason, "user_id is empty");
+        assert!(bad[2].reason.contains("not a number"), "{}", bad[2].reason);
+        assert_eq!(bad[3].reason, "expected 10 fields, found 4");
+        assert!(bad[4].reason.contains("not finite"), "{}", bad[4].reason);
+    }
+
+    #[test]
+    fn binary_and_headerless_files_are_refused() {
+        let png = write(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01");
+        assert!(matches!(RoundReader::open(png.path(), "u"), Err(CsvError::NotCsv(_))));
+        let empty = write(b"");
+        assert!(matches!(RoundReader::open(empty.path(), "u"), Err(CsvError::NotCsv(_))));
+        let other = write(b"a,b,c\n1,2,3\n");
+        let err = RoundReader::open(other.path(), "u").err().expect("missing columns");
+        assert!(matches!(err, CsvError::MissingColumns { .. }));
+        assert!(err.to_string().contains("created_timestamp"), "{err}");
+    }
+}

@@ -1,0 +1,290 @@
+//! The game-rounds sink: a consumer group member that reads Confluent-framed Avro rounds
+//! from the rounds topic and inserts them into ClickHouse `game_rounds` in batches, flushed
+//! at `batch_rows` rows or after `flush_interval`. Offsets are committed only after the
+//! batch is inserted. Each row is inserted once, so that the hourly view (which adds up
+//! inserts) counts it once: rows of partitions revoked before their batch was inserted
+//! are dropped (their new owner reads them again), and rows `game_rounds` already holds
+//! (a batch redelivered after a crash) are left out of the insert. A message that cannot
+//! be decoded goes to the dead-letter topic and table, and the partition moves on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::store::{GameRoundRow, RoundsStore};
+use apache_avro::Schema;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use shardflow_config::Config;
+use shardflow_kafka as kafka;
+use shardflow_schemas::rounds::{RoundCodec, unframe};
+use shardflow_store::Index;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use shardflow_kafka::dead_letter::{DeadLetters, worker_name};
+
+/// Why the sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// ClickHouse did not answer at start.
+    #[error(transparent)]
+    Index(#[from] shardflow_store::IndexError),
+    /// The broker refused the client or the topic.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The game-round schema did not load.
+    #[error(transparent)]
+    Codec(#[from] shardflow_schemas::CodecError),
+}
+
+/// Writer schemas by id: the sink's own, those shardflow kept in ClickHouse, and those a
+/// Schema Registry serves.
+struct Schemas {
+    codec: RoundCodec,
+    known: HashMap<u32, Arc<Schema>>,
+    store: RoundsStore,
+    registry: String,
+}
+
+impl Schemas {
+    /// The writer schema of `id`; `Ok(None)` means the codec's own schema.
+    async fn writer(&mut self, id: u32) -> Result<Option<Arc<Schema>>, String> {
+        if id == self.codec.schema_id() {
+            return Ok(None);
+        }
+        if let Some(schema) = self.known.get(&id) {
+            return Ok(Some(schema.clone()));
+        }
+        let text = if self.registry.is_empty() {
+            self.store.schema(id).await.map_err(|e| e.to_string())?
+        } else {
+            registry_schema(&self.registry, id).await?
+        };
+        let text = text.ok_or_else(|| format!("unknown schema id {id}"))?;
+        let schema = Arc::new(Schema::parse_str(&text).map_err(|e| format!("schema {id} does not parse: {e}"))?);
+        self.known.insert(id, schema.clone());
+        Ok(Some(schema))
+    }
+}
+
+async fn registry_schema(url: &str, id: u32) -> Result<Option<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        schema: String,
+    }
+    let response =
+        reqwest::get(format!("{url}/schemas/ids/{id}")).await.map_err(|e| format!("Schema Registry {url}: {e}"))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let answer = response.error_for_status().map_err(|e| format!("Schema Registry {url}: {e}"))?;
+    Ok(Some(answer.json::<Answer>().await.map_err(|e| format!("Schema Registry {url}: {e}"))?.schema))
+}
+
+/// Notes the partitions taken away, so that their uninserted rows are dropped.
+#[derive(Default)]
+struct SinkContext {
+    revoked: std::sync::Mutex<Vec<i32>>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance
+            && let Ok(mut revoked) = self.revoked.lock()
+        {
+            revoked.extend(list.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+/// Rows waiting for the next insert, with their partitions, and the offsets they cover.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<(i32, GameRoundRow)>,
+    /// Next offset to commit per partition, once the rows are inserted.
+    next: BTreeMap<i32, i64>,
+    since: Option<Instant>,
+}
+
+/// Run the sink until `shutdown` turns true: flush what is held, commit, leave the group.
+///
+/// # Errors
+/// [`SinkError`] when a service is unreachable at start.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), SinkError> {
+    let settings = config.game_rounds.clone();
+    let index = Index::connect(&config.clickhouse).await?;
+    let dead_letter_topic = config.consumer.dead_letter_topic(&settings.topic);
+    kafka::ensure_topic(&config.kafka, &settings.topic).await?;
+    kafka::ensure_topic(&config.kafka, &dead_letter_topic).await?;
+    let dead_letters = DeadLetters {
+        producer: kafka::producer(&config.kafka)?,
+        topic: dead_letter_topic,
+        index: index.clone(),
+        worker: worker_name(),
+    };
+    let mut member = config.kafka.clone();
+    member.group_id = settings.group_id.clone();
+    let consumer: StreamConsumer<SinkContext> = kafka::bulk_consumer(&member, SinkContext::default())?;
+    consumer.subscribe(&[&settings.topic])?;
+    let mut schemas = Schemas {
+        codec: RoundCodec::new()?,
+        known: HashMap::new(),
+        store: RoundsStore::new(index.clone()),
+        registry: settings.schema_registry_url.trim_end_matches('/').to_string(),
+    };
+    let store = RoundsStore::new(index.clone());
+    info!(topic = %settings.topic, group = %settings.group_id, "sinking game rounds");
+    let mut batch = Batch::default();
+    loop {
+        let wait = batch.since.map_or(Duration::MAX, |t| settings.flush_interval.saturating_sub(t.elapsed()));
+        let message = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(wait), if batch.since.is_some() => None,
+            message = consumer.recv() => Some(message),
+        };
+        let Some(message) = message else {
+            if flush(&store, &consumer, &mut batch, &config, &mut shutdown).await {
+                continue;
+            }
+            break;
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "receive failed");
+                continue;
+            }
+        };
+        let revoked: Vec<i32> =
+            consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+        if !revoked.is_empty() {
+            batch.rows.retain(|(p, _)| !revoked.contains(p));
+            batch.next.retain(|p, _| !revoked.contains(p));
+        }
+        match decode(&mut schemas, &message).await {
+            Ok(row) => batch.rows.push((message.partition(), row)),
+            Err(reason) => {
+                // Rows before it are not inserted yet: insert them first, so that committing
+                // past the dead letter commits nothing unwritten.
+                if !flush(&store, &consumer, &mut batch, &config, &mut shutdown).await
+                    || !dead_letter(&dead_letters, &message, &reason, &config, &mut shutdown).await
+                {
+                    break;
+                }
+            }
+        }
+        batch.next.insert(message.partition(), message.offset() + 1);
+        batch.since.get_or_insert_with(Instant::now);
+        if batch.rows.len() >= settings.batch_rows
+            && !flush(&store, &consumer, &mut batch, &config, &mut shutdown).await
+        {
+            break;
+        }
+    }
+    // One attempt, shutdown having come: what is not committed is redelivered.
+    flush(&store, &consumer, &mut batch, &config, &mut shutdown).await;
+    info!("game-rounds sink stopped");
+    Ok(())
+}
+
+async fn decode(schemas: &mut Schemas, message: &BorrowedMessage<'_>) -> Result<GameRoundRow, String> {
+    let payload = message.payload().ok_or("empty payload")?;
+    let (id, body) = unframe(payload).map_err(|e| e.to_string())?;
+    let writer = schemas.writer(id).await?;
+    let round = schemas.codec.decode(body, writer.as_deref()).map_err(|e| e.to_string())?;
+    Ok(round.into())
+}
+
+/// Insert the batch, retrying with backoff, then commit its offsets. Returns false when
+/// shutdown came first (nothing committed).
+async fn flush(
+    store: &RoundsStore,
+    consumer: &StreamConsumer<SinkContext>,
+    batch: &mut Batch,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    if !batch.rows.is_empty() {
+        let rows: Vec<GameRoundRow> = std::mem::take(&mut batch.rows).into_iter().map(|(_, row)| row).collect();
+        let inserted = retry(config, shutdown, "insert into game_rounds", || insert_new(store, &rows)).await;
+        if !inserted {
+            // Shutdown came first: commit nothing; the rows are read again.
+            *batch = Batch::default();
+            return false;
+        }
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (&partition, &next) in &batch.next {
+        if let Err(e) = offsets.add_partition_offset(&config.game_rounds.topic, partition, Offset::Offset(next)) {
+            warn!(error = %e, "offset list");
+        }
+    }
+    if offsets.count() > 0
+        && let Err(e) = consumer.commit(&offsets, CommitMode::Sync)
+    {
+        // Not fatal: the rows are redelivered and replace themselves in game_rounds.
+        warn!(error = %e, "offset commit failed");
+    }
+    *batch = Batch::default();
+    true
+}
+
+/// Insert the rows `game_rounds` does not hold yet.
+async fn insert_new(store: &RoundsStore, rows: &[GameRoundRow]) -> Result<(), shardflow_store::IndexError> {
+    let mut lines: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for row in rows {
+        lines.entry(&row.upload_id).or_default().push(row.line);
+    }
+    let mut stored = std::collections::HashSet::new();
+    for (upload, lines) in lines {
+        for line in store.stored_lines(upload, &lines).await? {
+            stored.insert((upload.to_string(), line));
+        }
+    }
+    let new: Vec<GameRoundRow> =
+        rows.iter().filter(|r| !stored.contains(&(r.upload_id.clone(), r.line))).cloned().collect();
+    if !new.is_empty() {
+        store.insert_rounds(&new).await?;
+    }
+    info!(rows = new.len(), already_stored = rows.len() - new.len(), "game rounds inserted");
+    Ok(())
+}
+
+async fn dead_letter(
+    dead_letters: &DeadLetters,
+    message: &BorrowedMessage<'_>,
+    reason: &str,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    retry(config, shutdown, "dead letter", || dead_letters.record(message, "", -1, reason)).await
+}
+
+/// Call `attempt` until it succeeds, backing off between failures; false if shutdown
+/// came first.
+async fn retry<F, Fut, E>(config: &Config, shutdown: &mut watch::Receiver<bool>, what: &str, mut attempt: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = config.consumer.retry_backoff;
+    loop {
+        match attempt().await {
+            Ok(()) => return true,
+            Err(e) => warn!(error = %e, retry_in = ?backoff, "{what} failed; will retry, offsets not committed"),
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => return false,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(config.consumer.retry_backoff_max);
+    }
+}

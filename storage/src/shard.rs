@@ -1,0 +1,241 @@
+//! Reading shards: validate a Parquet file up front, then stream one numeric column as
+//! Float64 batches, or draw a seeded sample from it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// The main dataset's column.
+pub const AMOUNT: &str = "Amount";
+
+/// Why a shard cannot be used. Every variant is the client's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// No file there.
+    #[error("shard {0} does not exist")]
+    NotFound(String),
+    /// A directory holds no shard.
+    #[error("no shards in {0}")]
+    NoShards(String),
+    /// The file is not Parquet (or its footer is damaged).
+    #[error("shard {path} is not a readable Parquet file: {reason}")]
+    NotParquet {
+        /// The shard.
+        path: String,
+        /// What the Parquet reader said.
+        reason: String,
+    },
+    /// The file is not CSV with a header row.
+    #[error("shard {path} is not a readable CSV file with a header row: {reason}")]
+    NotCsv {
+        /// The shard.
+        path: String,
+        /// What the CSV reader said.
+        reason: String,
+    },
+    /// The column is missing.
+    #[error("shard {path} has no column `{column}` (columns: {available})")]
+    MissingColumn {
+        /// The shard.
+        path: String,
+        /// The column looked for.
+        column: String,
+        /// Its columns, comma separated.
+        available: String,
+    },
+    /// The column is not numeric.
+    #[error("shard {path}: column `{column}` is {found}, expected a number")]
+    ColumnType {
+        /// The shard.
+        path: String,
+        /// The column.
+        column: String,
+        /// Its type.
+        found: DataType,
+    },
+    /// Reading the data pages failed part way.
+    #[error("reading shard {path}: {reason}")]
+    Read {
+        /// The shard.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A shard whose footer was read and whose column was found.
+pub struct Shard {
+    path: PathBuf,
+    column: String,
+    index: usize,
+    rows: u64,
+    builder: ParquetRecordBatchReaderBuilder<File>,
+}
+
+impl Shard {
+    /// Open `path` and check that it is Parquet with a numeric column `column`.
+    ///
+    /// # Errors
+    /// [`ShardError`] saying what is wrong with the file.
+    pub fn open(path: &Path, column: &str) -> Result<Self, ShardError> {
+        let shown = path.display().to_string();
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ShardError::NotFound(shown.clone()),
+            _ => ShardError::Read { path: shown.clone(), reason: e.to_string() },
+        })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| ShardError::NotParquet { path: shown.clone(), reason: e.to_string() })?;
+        let schema = builder.schema().clone();
+        let Some((index, field)) = schema.column_with_name(column) else {
+            return Err(ShardError::MissingColumn {
+                path: shown,
+                column: column.to_string(),
+                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            });
+        };
+        if !field.data_type().is_numeric() {
+            return Err(ShardError::ColumnType {
+                path: shown,
+                column: column.to_string(),
+                found: field.data_type().clone(),
+            });
+        }
+        let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        Ok(Self { path: path.to_path_buf(), column: column.to_string(), index, rows, builder })
+    }
+
+    /// Rows in the shard, from its footer.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Stream the column in batches of at most `batch_rows` rows, each a one-column
+    /// `RecordBatch` of Float64 named after the column.
+    ///
+    /// # Errors
+    /// [`ShardError::Read`] when the reader cannot be set up.
+    pub fn batches(self, batch_rows: usize) -> Result<Batches, ShardError> {
+        let mask = ProjectionMask::roots(self.builder.parquet_schema(), [self.index]);
+        let path = self.path.display().to_string();
+        let reader = self
+            .builder
+            .with_projection(mask)
+            .with_batch_size(batch_rows)
+            .build()
+            .map_err(|e| ShardError::Read { path: path.clone(), reason: e.to_string() })?;
+        let schema = Arc::new(Schema::new(vec![Field::new(&self.column, DataType::Float64, true)]));
+        Ok(Batches { reader, path, schema })
+    }
+}
+
+/// Float64 batches of one column of a shard.
+pub struct Batches {
+    reader: ParquetRecordBatchReader,
+    path: String,
+    schema: Arc<Schema>,
+}
+
+impl Iterator for Batches {
+    type Item = Result<RecordBatch, ShardError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let read = |reason: String| ShardError::Read { path: self.path.clone(), reason };
+        let batch = match self.reader.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(read(e.to_string()))),
+        };
+        let floats: ArrayRef = match arrow_cast::cast(batch.column(0), &DataType::Float64) {
+            Ok(a) => a,
+            Err(e) => return Some(Err(read(e.to_string()))),
+        };
+        Some(RecordBatch::try_new(self.schema.clone(), vec![floats]).map_err(|e| read(e.to_string())))
+    }
+}
+
+/// What a sampling pass saw of one shard.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShardStats {
+    /// The shard's file name.
+    pub file: String,
+    /// Rows in the shard.
+    pub rows: u64,
+    /// Null or non-finite values (never sampled).
+    pub nulls: u64,
+    /// Values taken into the sample.
+    pub sampled: u64,
+    /// Smallest finite value.
+    pub min: f64,
+    /// Largest finite value.
+    pub max: f64,
+}
+
+/// Row indices to keep when sampling `n` of `rows` rows: drawn uniformly without
+/// replacement (seeded), ascending; `None` (keep every row) when there are no more than `n`.
+pub fn sample_rows(rows: usize, n: usize, seed: u64) -> Option<Vec<usize>> {
+    (rows > n).then(|| {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut idx = rand::seq::index::sample(&mut rng, rows, n).into_vec();
+        idx.sort_unstable();
+        idx
+    })
+}
+
+/// Read the whole column once: up to `n` finite values drawn uniformly without
+/// replacement (seeded), plus the shard's statistics.
+///
+/// # Errors
+/// [`ShardError`] when the shard cannot be opened or read.
+pub fn sample(path: &Path, column: &str, n: usize, seed: u64) -> Result<(Vec<f64>, ShardStats), ShardError> {
+    let shard = Shard::open(path, column)?;
+    let rows = shard.rows();
+    let rows_usize = usize::try_from(rows).unwrap_or(usize::MAX);
+    let picks = sample_rows(rows_usize, n, seed);
+    let mut stats = ShardStats {
+        file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        rows,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        ..ShardStats::default()
+    };
+    let mut out = Vec::with_capacity(n.min(rows_usize));
+    let mut offset = 0usize;
+    let mut next_pick = 0usize;
+    for batch in shard.batches(65_536)? {
+        let batch = batch?;
+        let Some(values) = batch.column(0).as_any().downcast_ref::<Float64Array>() else {
+            continue;
+        };
+        for i in 0..values.len() {
+            let row = offset + i;
+            let v = values.value(i);
+            let finite = values.is_valid(i) && v.is_finite();
+            if !finite {
+                stats.nulls += 1;
+            } else {
+                stats.min = stats.min.min(v);
+                stats.max = stats.max.max(v);
+            }
+            let take = match &picks {
+                None => true,
+                Some(p) if next_pick < p.len() && p[next_pick] == row => {
+                    next_pick += 1;
+                    true
+                }
+                Some(_) => false,
+            };
+            if take && finite {
+                out.push(v);
+            }
+        }
+        offset += values.len();
+    }
+    stats.sampled = out.len() as u64;
+    Ok((out, stats))
+}

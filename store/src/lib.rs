@@ -1,0 +1,503 @@
+//! The ClickHouse store ("the index"): models, jobs, outputs and dead letters, with typed
+//! rows and statuses. Tables are created at start from the DDL in `schemas/sql`; SQL stays
+//! within what ClickHouse 18.16 understands. Other pipelines (game rounds) add their own
+//! queries on the same handle through [`Index::client`] and [`Index::run`].
+#![warn(missing_docs)]
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use shardflow_config::ClickHouseConfig;
+
+/// A failed ClickHouse call.
+#[derive(Debug, thiserror::Error)]
+#[error("ClickHouse at {url}: {source}")]
+pub struct IndexError {
+    url: String,
+    #[source]
+    source: clickhouse::error::Error,
+}
+
+impl IndexError {
+    /// Whether trying again later may succeed: transport failures and server errors,
+    /// but not bad data (code 117), type mismatches (53) or unparsable SQL (62).
+    pub fn is_retryable(&self) -> bool {
+        match &self.source {
+            clickhouse::error::Error::BadResponse(text) => {
+                !["Code: 117", "Code: 53", "Code: 62"].iter().any(|code| text.contains(code))
+            }
+            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => true,
+            _ => false,
+        }
+    }
+}
+
+/// One state of a job (the row with the highest `version` is current).
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct JobRow {
+    /// Job id.
+    pub job_id: String,
+    /// Dataset (the model's).
+    pub dataset: String,
+    /// File the job reads.
+    pub source: String,
+    /// Model the chunks are transformed with.
+    pub model_id: String,
+    /// `publishing`, `published` or `failed`.
+    pub status: String,
+    /// Rows published (final once `published`).
+    pub rows: u64,
+    /// Chunks published (final once `published`).
+    pub chunks: u64,
+    /// Why publishing failed, or empty.
+    pub error: String,
+    /// Unix seconds the job was created.
+    pub created_at: u32,
+    /// Unix seconds of this state.
+    pub updated_at: u32,
+    /// Orders the states of a job (nanoseconds since the epoch).
+    pub version: u64,
+}
+
+/// The outputs of one chunk.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct OutputRow {
+    /// Job id.
+    pub job_id: String,
+    /// Chunk sequence number.
+    pub chunk: u64,
+    /// Kafka partition the chunk came from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Rows in the chunk.
+    pub rows: u64,
+    /// Transformed Parquet part.
+    pub transform_path: String,
+    /// Inverse-transformed Parquet part.
+    pub inverse_path: String,
+    /// Milliseconds to decode the Avro payload.
+    pub decode_ms: f64,
+    /// Milliseconds for transform and inverse.
+    pub transform_ms: f64,
+    /// Milliseconds to write both parts.
+    pub write_ms: f64,
+    /// Which worker did it (host/pid).
+    pub worker: String,
+    /// Unix seconds.
+    pub created_at: u32,
+}
+
+/// A message that can never be processed, kept with its raw payload.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    /// Topic it was read from.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Job id header, or empty.
+    pub job_id: String,
+    /// Chunk header, or -1.
+    pub chunk: i64,
+    /// Why it cannot be processed.
+    pub error: String,
+    /// The payload as it arrived.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// Which worker gave up on it.
+    pub worker: String,
+    /// Unix seconds.
+    pub created_at: u32,
+}
+
+/// A registered model.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct ModelRow {
+    /// Content hash.
+    pub model_id: String,
+    /// Dataset it was fitted on.
+    pub dataset: String,
+    /// `model.json` format version.
+    pub format_version: u32,
+    /// Unix seconds.
+    pub created_at: u32,
+    /// Directory holding `model.json` and `metadata.json`.
+    pub path: String,
+    /// Valid components over all columns.
+    pub components: u32,
+    /// The whole `model.json`.
+    pub model_json: String,
+    /// The whole `metadata.json`.
+    pub metadata_json: String,
+}
+
+/// A job with its progress and derived status, as listed.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// Job id.
+    pub job_id: String,
+    /// Dataset.
+    pub dataset: String,
+    /// File the job reads.
+    pub source: String,
+    /// Model used.
+    pub model_id: String,
+    /// `publishing`, `running`, `done`, `done_with_dead_letters` or `failed`.
+    pub status: String,
+    /// Rows published.
+    pub rows: u64,
+    /// Chunks published (0 while publishing).
+    pub chunks: u64,
+    /// Chunks with outputs.
+    pub chunks_done: u64,
+    /// Rows with outputs.
+    pub rows_done: u64,
+    /// Chunks dead-lettered.
+    pub chunks_dead_lettered: u64,
+    /// Why publishing failed, or empty.
+    pub error: String,
+    /// Unix seconds.
+    pub created_at: u32,
+    /// Unix seconds of the job row's last state.
+    pub updated_at: u32,
+}
+
+/// Which jobs to list; empty strings and `None` match everything.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    /// Only this job.
+    pub job_id: String,
+    /// Only jobs in this (derived) status.
+    pub status: String,
+    /// Only this dataset.
+    pub dataset: String,
+    /// Created at or after (unix seconds).
+    pub since: Option<u32>,
+    /// Created before (unix seconds).
+    pub until: Option<u32>,
+}
+
+/// A registered model, without its JSON.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// Content hash.
+    pub model_id: String,
+    /// Dataset.
+    pub dataset: String,
+    /// `model.json` format version.
+    pub format_version: u32,
+    /// Unix seconds.
+    pub created_at: u32,
+    /// Directory holding the files.
+    pub path: String,
+    /// Valid components over all columns.
+    pub components: u32,
+}
+
+/// Jobs with their progress: a job is `done` when every chunk has outputs, and never
+/// `done` when a chunk was dead-lettered. One definition, used by one job and by lists.
+const JOB_SUMMARIES: &str = "\
+SELECT job_id, dataset, source, model_id, \
+    multiIf(status = 'published' AND dead > 0 AND done + dead >= chunks, 'done_with_dead_letters', \
+            status = 'published' AND done >= chunks, 'done', \
+            status = 'published', 'running', status) AS state, \
+    rows, chunks, done, rows_done, dead, error, created_at, updated_at \
+FROM (SELECT * FROM jobs FINAL WHERE (? = '' OR job_id = ?) AND (? = '' OR dataset = ?) \
+      AND created_at >= toDateTime(?) AND created_at < toDateTime(?)) \
+ANY LEFT JOIN ( \
+    SELECT job_id, sum(o) AS done, sum(r) AS rows_done, sum(d) AS dead FROM ( \
+        SELECT job_id, toUInt64(1) AS o, rows AS r, toUInt64(0) AS d FROM outputs FINAL \
+        UNION ALL SELECT job_id, toUInt64(0), toUInt64(0), toUInt64(1) FROM dead_letters FINAL) \
+    GROUP BY job_id) USING job_id \
+WHERE (? = '' OR state = ?)";
+
+/// Seconds since the epoch, as ClickHouse `DateTime` stores them.
+pub fn unix_now() -> u32 {
+    u32::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)).unwrap_or(u32::MAX)
+}
+
+/// Nanoseconds since the epoch: orders successive states of a row.
+pub fn version_now() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)).unwrap_or(u64::MAX)
+}
+
+/// Handle on shardflow's tables in one ClickHouse database.
+#[derive(Clone)]
+pub struct Index {
+    client: Client,
+    url: String,
+    timeout: std::time::Duration,
+}
+
+impl Index {
+    /// Connect, creating the database and tables when missing.
+    ///
+    /// # Errors
+    /// When ClickHouse does not answer or refuses the DDL.
+    pub async fn connect(config: &ClickHouseConfig) -> Result<Self, IndexError> {
+        let root = Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user)
+            .with_password(&config.password)
+            .with_validation(false);
+        let index = Self {
+            client: root.clone().with_database(&config.database),
+            url: config.url.clone(),
+            timeout: config.timeout,
+        };
+        // The name was checked to be an identifier when the configuration was loaded.
+        index.run(root.query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).execute()).await?;
+        for (_, ddl) in shardflow_schemas::clickhouse_ddl(&config.database) {
+            index.run(root.query(&ddl).execute()).await?;
+        }
+        Ok(index)
+    }
+
+    /// Await one ClickHouse call, giving up after the configured timeout: a server that
+    /// hangs must fail the call (and let it be retried), not stall the caller.
+    ///
+    /// # Errors
+    /// [`IndexError`] with the cause, or a timeout.
+    pub async fn run<T>(&self, call: impl Future<Output = clickhouse::error::Result<T>>) -> Result<T, IndexError> {
+        let source = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e,
+            Err(_) => clickhouse::error::Error::TimedOut,
+        };
+        Err(IndexError { url: self.url.clone(), source })
+    }
+
+    /// Whether ClickHouse answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<(), IndexError> {
+        self.run(self.client.query("SELECT 1").fetch_one::<u8>()).await.map(|_| ())
+    }
+
+    /// The ClickHouse client on shardflow's database, for queries of other pipelines.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Insert one row into `table`.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+        &self,
+        table: &str,
+        row: &T,
+    ) -> Result<(), IndexError> {
+        self.run(async {
+            let mut insert = self.client.insert::<T>(table).await?;
+            insert.write(row).await?;
+            insert.end().await
+        })
+        .await
+    }
+
+    /// Record a state of a job.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_job(&self, row: &JobRow) -> Result<(), IndexError> {
+        self.insert("jobs", row).await
+    }
+
+    /// The current state of a job.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn job(&self, job_id: &str) -> Result<Option<JobRow>, IndexError> {
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM jobs FINAL WHERE job_id = ? ORDER BY version DESC LIMIT 1")
+                .bind(job_id)
+                .fetch_optional(),
+        )
+        .await
+    }
+
+    /// One page of jobs matching `filter`, newest first (job ids are time-ordered UUIDv7), and
+    /// how many match in all.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn jobs(
+        &self,
+        filter: &JobFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<JobSummary>, u64), IndexError> {
+        let bind = |q: clickhouse::query::Query| {
+            q.bind(&filter.job_id)
+                .bind(&filter.job_id)
+                .bind(&filter.dataset)
+                .bind(&filter.dataset)
+                .bind(filter.since.unwrap_or(0))
+                .bind(filter.until.unwrap_or(u32::MAX))
+                .bind(&filter.status)
+                .bind(&filter.status)
+        };
+        let page =
+            bind(self.client.query(&format!("{JOB_SUMMARIES} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?")))
+                .bind(offset)
+                .bind(limit);
+        let total = bind(self.client.query(&format!("SELECT count() FROM ({JOB_SUMMARIES})")));
+        Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
+    }
+
+    /// One job with its progress.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn job_summary(&self, job_id: &str) -> Result<Option<JobSummary>, IndexError> {
+        let filter = JobFilter { job_id: job_id.to_string(), ..JobFilter::default() };
+        Ok(self.jobs(&filter, 0, 1).await?.0.pop())
+    }
+
+    /// Record a chunk's outputs (a repeat for the same chunk replaces, never adds).
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_output(&self, row: &OutputRow) -> Result<(), IndexError> {
+        self.insert("outputs", row).await
+    }
+
+    /// Every chunk's outputs for a job, one row per chunk, in chunk order.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn outputs(&self, job_id: &str) -> Result<Vec<OutputRow>, IndexError> {
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM outputs FINAL WHERE job_id = ? ORDER BY chunk")
+                .bind(job_id)
+                .fetch_all(),
+        )
+        .await
+    }
+
+    /// Chunks of a job with outputs, and the rows they hold.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn progress(&self, job_id: &str) -> Result<(u64, u64), IndexError> {
+        self.run(
+            self.client
+                .query("SELECT count(), sum(rows) FROM outputs FINAL WHERE job_id = ?")
+                .bind(job_id)
+                .fetch_one::<(u64, u64)>(),
+        )
+        .await
+    }
+
+    /// Record a dead letter (a repeat for the same offset replaces, never adds).
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_dead_letter(&self, row: &DeadLetterRow) -> Result<(), IndexError> {
+        self.insert("dead_letters", row).await
+    }
+
+    /// A job's dead letters, in chunk order.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn dead_letters(&self, job_id: &str) -> Result<Vec<DeadLetterRow>, IndexError> {
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk")
+                .bind(job_id)
+                .fetch_all(),
+        )
+        .await
+    }
+
+    /// Register a model.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_model(&self, row: &ModelRow) -> Result<(), IndexError> {
+        self.insert("models", row).await
+    }
+
+    /// A model by id.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn model(&self, model_id: &str) -> Result<Option<ModelRow>, IndexError> {
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM models FINAL WHERE model_id = ? LIMIT 1")
+                .bind(model_id)
+                .fetch_optional(),
+        )
+        .await
+    }
+
+    /// One page of registered models, newest first, and how many there are.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn models(&self, offset: u64, limit: u64) -> Result<(Vec<ModelSummary>, u64), IndexError> {
+        let page = self
+            .client
+            .query(
+                "SELECT model_id, dataset, format_version, created_at, path, components FROM models FINAL \
+                 ORDER BY created_at DESC, model_id LIMIT ?, ?",
+            )
+            .bind(offset)
+            .bind(limit);
+        let total = self.client.query("SELECT count() FROM models FINAL");
+        Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
+    }
+
+    /// The most recently registered model of a dataset.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn latest_model(&self, dataset: &str) -> Result<Option<ModelRow>, IndexError> {
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id LIMIT 1")
+                .bind(dataset)
+                .fetch_optional(),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers: calls must time out, and the
+    /// error must be one worth retrying.
+    #[tokio::test]
+    async fn a_hung_server_times_out_and_is_retryable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let config = ClickHouseConfig {
+            url,
+            database: "hung".into(),
+            user: "default".into(),
+            password: String::new(),
+            timeout: std::time::Duration::from_millis(200),
+        };
+        let err = Index::connect(&config).await.err().expect("no answer means an error");
+        assert!(matches!(err.source, clickhouse::error::Error::TimedOut), "{err}");
+        assert!(err.is_retryable());
+        held.abort();
+    }
+}
