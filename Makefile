@@ -1,14 +1,18 @@
 # Thin entry points. `make demo` runs the pipeline end to end; `make test` runs every test.
-# Both install what they need (apt packages, the tansu broker, the API fuzzer) and start
-# the services.
+# Both install what they need (apt packages, the patched tansu broker, built once per
+# machine into ~/.cache/shardflow, and for the tests the API fuzzer) and start the services.
+#
+# One profile for everything: `make test` after `make demo` reuses the demo's build instead
+# of compiling the workspace again in another profile.
 
 CARGO ?= cargo
+PROFILE ?= release
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench services-up services-down services-status build pytools
+.PHONY: demo test lint bench services-up services-down services-status build pytools
 
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --profile $(PROFILE) --bins
 
 services-up:
 	scripts/services.sh up
@@ -25,8 +29,12 @@ demo: services-up build
 pytools:
 	scripts/pytools.sh
 
-test: services-up pytools
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint services-up pytools
+	$(CARGO) test --profile $(PROFILE) --workspace --all-targets --no-fail-fast
 
 bench:
 	$(CARGO) bench -p shardflow-model

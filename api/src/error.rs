@@ -13,6 +13,7 @@ use shardflow_store::IndexError;
 
 use shardflow_jobs::fit::FitError;
 use shardflow_jobs::publish::PublishError;
+use shardflow_jobs::service::{SubmitError, WaitError};
 use shardflow_rounds::publish::{CsvError, RoundsError};
 use shardflow_storage::shard::ShardError;
 
@@ -128,7 +129,7 @@ impl From<RoundsError> for ApiError {
                     "the Kafka broker is unavailable; retry later",
                 )
             }
-            RoundsError::Codec(_) => Self::internal(&e),
+            RoundsError::Codec(_) | RoundsError::Reader(_) => Self::internal(&e),
         }
     }
 }
@@ -207,6 +208,32 @@ impl From<PublishError> for ApiError {
                 )
             }
             PublishError::Codec(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::BadChunkRows { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_chunk_rows", e.to_string())
+            }
+            SubmitError::Shard(e) => e.into(),
+            SubmitError::NoModel(_) => Self::not_found(e.to_string()),
+            SubmitError::ModelUnusable { .. } => Self::new(StatusCode::CONFLICT, "model_unusable", e.to_string()),
+            SubmitError::Index(e) => e.into(),
+        }
+    }
+}
+
+impl From<WaitError> for ApiError {
+    fn from(e: WaitError) -> Self {
+        match e {
+            WaitError::Failed { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "job_failed", e.to_string()),
+            WaitError::DeadLetters { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "dead_letters", e.to_string()),
+            WaitError::Timeout { .. } => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string()),
+            WaitError::NotFound(_) => Self::not_found(e.to_string()),
+            WaitError::Index(e) => e.into(),
         }
     }
 }

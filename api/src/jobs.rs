@@ -1,7 +1,7 @@
 //! Jobs: submit a shard (by path, generated, or the original `/transforming_data`
 //! contract), list and follow jobs, find their outputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,93 +12,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use shardflow_config::PublishConfig;
 use shardflow_storage::{confine, inverse_dir, transform_dir};
-use shardflow_store::{JobFilter, JobSummary};
+use shardflow_store::{JobFilter, JobSummary, UnknownStatus};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Pagination, page, page_links, parse_time, rfc3339};
 use shardflow_generate::{GenerateOptions, generate};
-use shardflow_storage::shard::{AMOUNT, Shard};
-
-impl AppState {
-    /// Check the shard at `path` before anything is written: a bad file leaves no job,
-    /// message or output.
-    async fn check_shard(path: &Path) -> Result<(), ApiError> {
-        let checked = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Shard::open(&checked, AMOUNT).map(|_| ()))
-            .await
-            .map_err(|e| ApiError::internal(&e))??;
-        Ok(())
-    }
-
-    /// Publish the checked shard at `path` as a job.
-    pub(super) async fn submit_shard(
-        &self,
-        path: &Path,
-        model_id: Option<&str>,
-        chunk_rows: Option<usize>,
-    ) -> Result<shardflow_jobs::publish::Published, ApiError> {
-        let chunk_rows = chunk_rows.unwrap_or(self.config.publish.chunk_rows);
-        let largest = PublishConfig::largest_message(chunk_rows);
-        if chunk_rows == 0 || largest > self.config.kafka.message_max_bytes {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "bad_chunk_rows",
-                format!(
-                    "chunk_rows = {chunk_rows} must be at least 1 and make messages of at most kafka.message_max_bytes = {} bytes",
-                    self.config.kafka.message_max_bytes
-                ),
-            ));
-        }
-        Self::check_shard(path).await?;
-        let model = self.model_for(path, model_id).await?;
-        let published = self.publisher.publish_chunks(path, &model, chunk_rows, &ProgressBar::hidden()).await?;
-        self.metrics.jobs.inc();
-        self.metrics.rows.inc_by(published.rows);
-        self.metrics.chunks.inc_by(published.chunks);
-        Ok(published)
-    }
-
-    /// Wait until every chunk has outputs or a dead letter. Dead letters make the job
-    /// an error: the data could not all be transformed.
-    async fn wait_for(&self, job_id: &str, chunks: u64) -> Result<(), ApiError> {
-        let deadline = Instant::now() + self.config.api.wait_timeout;
-        loop {
-            let (done, _) = self.index.progress(job_id).await?;
-            let dead = self.index.dead_letters(job_id).await?;
-            if done + dead.len() as u64 >= chunks {
-                return match dead.first() {
-                    None => Ok(()),
-                    Some(first) => Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "dead_letters",
-                        format!(
-                            "job {job_id}: {} of {chunks} chunks were dead-lettered (first, chunk {}: {}); see /jobs/{job_id}",
-                            dead.len(),
-                            first.chunk,
-                            first.error
-                        ),
-                    )),
-                };
-            }
-            if Instant::now() >= deadline {
-                return Err(ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    format!("job {job_id} has {done} of {chunks} chunks done; follow it at /jobs/{job_id}"),
-                ));
-            }
-            tokio::time::sleep(self.config.api.poll_interval).await;
-        }
-    }
-}
+use shardflow_jobs::service::Submitted;
 
 /// `POST /transforming_data` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TransformRequest {
+pub(crate) struct TransformRequest {
     /// Shard to transform: absolute, or relative to the first data root.
     pub file_path: String,
 }
@@ -134,29 +60,30 @@ pub struct TransformResponse {
         (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
         (status = 504, body = ErrorBody, description = "Not done within api.wait_timeout"),
     ))]
-pub async fn transforming_data(
+pub(crate) async fn transforming_data(
     State(state): State<Arc<AppState>>,
     body: Result<Json<TransformRequest>, JsonRejection>,
 ) -> Result<Json<TransformResponse>, ApiError> {
     let started = Instant::now();
     let Json(request) = body?;
     let path = confine(&state.config.storage.data_roots, &request.file_path)?;
-    let published = state.submit_shard(&path, None, None).await?;
-    state.wait_for(&published.job_id, published.chunks).await?;
+    // The job runs in the service's task: if this client goes away, it still finishes.
+    let submitted = state.jobs.submit(&path, None, None).await?;
+    let finished = state.jobs.wait(&submitted.job_id).await?;
     Ok(Json(TransformResponse {
         total_time_taken: format!("{:.2} seconds", started.elapsed().as_secs_f64()),
-        transformed_file_path: transform_dir(&state.output_root, &published.job_id).display().to_string(),
-        inverse_transformed_file_path: inverse_dir(&state.output_root, &published.job_id).display().to_string(),
-        job_id: published.job_id,
-        rows: published.rows,
-        chunks: published.chunks,
+        transformed_file_path: transform_dir(&state.output_root, &finished.job_id).display().to_string(),
+        inverse_transformed_file_path: inverse_dir(&state.output_root, &finished.job_id).display().to_string(),
+        job_id: finished.job_id,
+        rows: finished.rows,
+        chunks: finished.chunks,
     }))
 }
 
 /// `POST /jobs` body: exactly one of `file_path` and `generate`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct JobRequest {
+pub(crate) struct JobRequest {
     /// A Parquet shard with an `Amount` column: absolute, or relative to the first data root.
     pub file_path: Option<String>,
     /// Generate a shard of synthetic amounts instead.
@@ -173,7 +100,7 @@ pub struct JobRequest {
 /// A generated shard.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GenerateRequest {
+pub(crate) struct GenerateRequest {
     /// Rows, from 1 to api.max_generated_rows (100,000,000 by default).
     pub rows: u64,
     /// Seed: the same seed gives the same rows.
@@ -181,14 +108,16 @@ pub struct GenerateRequest {
     pub seed: u64,
 }
 
-/// A job accepted.
+/// A job accepted: recorded, its fit (when needed) and publishing under way.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     /// Job id.
     pub job_id: String,
-    /// Rows published.
+    /// `fitting` (no model yet) or `publishing`.
+    pub status: String,
+    /// Rows in the shard.
     pub rows: u64,
-    /// Chunks published.
+    /// Chunks it is cut into.
     pub chunks: u64,
     /// Where to follow it.
     pub links: JobLinks,
@@ -204,12 +133,18 @@ pub struct JobLinks {
 }
 
 impl Accepted {
-    pub(super) fn new(published: shardflow_jobs::publish::Published) -> Self {
+    pub(super) fn new(submitted: Submitted) -> Self {
         let links = JobLinks {
-            job: format!("/jobs/{}", published.job_id),
-            outputs: format!("/jobs/{}/outputs", published.job_id),
+            job: format!("/jobs/{}", submitted.job_id),
+            outputs: format!("/jobs/{}/outputs", submitted.job_id),
         };
-        Self { job_id: published.job_id, rows: published.rows, chunks: published.chunks, links }
+        Self {
+            job_id: submitted.job_id,
+            status: submitted.status.to_string(),
+            rows: submitted.rows,
+            chunks: submitted.chunks,
+            links,
+        }
     }
 }
 
@@ -217,7 +152,7 @@ impl Accepted {
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobRequest,
     security(("bearer" = [])),
     responses(
-        (status = 202, body = Accepted, description = "Published; the workers are transforming it"),
+        (status = 202, body = Accepted, description = "Recorded; fitting (when needed) and publishing go on in the background"),
         (status = 200, body = JobView, description = "With wait: every chunk transformed"),
         (status = 400, body = ErrorBody, description = "Malformed JSON, both or neither of file_path and generate, or not a usable shard"),
         (status = 401, body = ErrorBody, description = "Token missing or wrong"),
@@ -229,22 +164,27 @@ impl Accepted {
         (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
         (status = 504, body = ErrorBody, description = "With wait: not done within api.wait_timeout"),
     ))]
-pub async fn submit(
+pub(crate) async fn submit(
     State(state): State<Arc<AppState>>,
     body: Result<Json<JobRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
+    // Everything that can refuse the request is checked before a shard is generated.
+    state.jobs.chunk_rows(request.chunk_rows)?;
+    if let Some(id) = &request.model_id {
+        state.jobs.model(id).await?;
+    }
     let path = match (&request.file_path, &request.generate) {
         (Some(file), None) => confine(&state.config.storage.data_roots, file)?,
         (None, Some(generated)) => generate_shard(&state, generated).await?,
         _ => return Err(ApiError::bad_request("give exactly one of file_path and generate")),
     };
-    let published = state.submit_shard(&path, request.model_id.as_deref(), request.chunk_rows).await?;
+    let submitted = state.jobs.submit(&path, request.model_id.as_deref(), request.chunk_rows).await?;
     if !request.wait {
-        return Ok((StatusCode::ACCEPTED, Json(Accepted::new(published))).into_response());
+        return Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted))).into_response());
     }
-    state.wait_for(&published.job_id, published.chunks).await?;
-    Ok(Json(job_view(&state, &published.job_id).await?).into_response())
+    state.jobs.wait(&submitted.job_id).await?;
+    Ok(Json(job_view(&state, &submitted.job_id).await?).into_response())
 }
 
 /// Write one generated shard under `<first data root>/generated/<id>/`.
@@ -277,7 +217,7 @@ async fn generate_shard(state: &AppState, request: &GenerateRequest) -> Result<P
 pub struct JobItem {
     /// Job id.
     pub job_id: String,
-    /// `publishing`, `running`, `done`, `done_with_dead_letters` or `failed`.
+    /// `fitting`, `publishing`, `running`, `done`, `done_with_dead_letters` or `failed`.
     pub status: String,
     /// Dataset.
     pub dataset: String,
@@ -307,7 +247,7 @@ impl From<JobSummary> for JobItem {
     fn from(j: JobSummary) -> Self {
         Self {
             job_id: j.job_id,
-            status: j.status,
+            status: j.status.to_string(),
             dataset: j.dataset,
             source: j.source,
             model_id: j.model_id,
@@ -326,8 +266,8 @@ impl From<JobSummary> for JobItem {
 /// `GET /jobs` filters and page.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct JobQuery {
-    /// Only jobs in this status (`publishing`, `running`, `done`, `done_with_dead_letters`, `failed`).
+pub(crate) struct JobQuery {
+    /// Only jobs in this status (`fitting`, `publishing`, `running`, `done`, `done_with_dead_letters`, `failed`).
     pub status: Option<String>,
     /// Only this dataset.
     pub dataset: Option<String>,
@@ -345,7 +285,7 @@ pub struct JobQuery {
 
 /// A page of jobs.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobPage {
+pub(crate) struct JobPage {
     /// Jobs, newest first.
     pub data: Vec<JobItem>,
     /// Jobs matching in all.
@@ -360,17 +300,18 @@ pub struct JobPage {
     (status = 400, body = ErrorBody, description = "A filter or page parameter is malformed"),
     (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
 ))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
     query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
     let Query(q) = query?;
     let (offset, limit) = page(q.page_num, q.page_size)?;
+    let status = q.status.as_deref().filter(|s| !s.is_empty());
     let filter = JobFilter {
-        job_id: String::new(),
-        status: q.status.unwrap_or_default(),
-        dataset: q.dataset.unwrap_or_default(),
+        job_id: None,
+        status: status.map(str::parse).transpose().map_err(|e: UnknownStatus| ApiError::bad_request(e.to_string()))?,
+        dataset: q.dataset.filter(|d| !d.is_empty()),
         since: q.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
         until: q.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
     };
@@ -482,7 +423,7 @@ async fn outputs_of(state: &AppState, id: &str) -> Result<Vec<OutputView>, ApiEr
     (status = 404, body = ErrorBody, description = "No such job"),
     (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
 ))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -492,7 +433,7 @@ pub async fn get(
 
 /// `GET /jobs/{id}/outputs` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OutputList {
+pub(crate) struct OutputList {
     /// Job id.
     pub job_id: String,
     /// Every part, in chunk order.
@@ -505,7 +446,7 @@ pub struct OutputList {
     (status = 404, body = ErrorBody, description = "No such job"),
     (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
 ))]
-pub async fn outputs(
+pub(crate) async fn outputs(
     State(state): State<Arc<AppState>>,
     id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<OutputList>, ApiError> {

@@ -10,6 +10,7 @@
 //!
 //! Every error is `{"error": {"code", "message"}}`. When `api.token` is set, every
 //! mutating route requires `Authorization: Bearer <token>`.
+#![warn(missing_docs)]
 
 mod error;
 mod jobs;
@@ -18,7 +19,7 @@ mod models;
 mod upload;
 mod uploads;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -26,12 +27,9 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use shardflow_config::Config;
-use shardflow_model::Model;
 use shardflow_store::Index;
-use tokio::sync::Mutex;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,23 +38,19 @@ pub use error::{ApiError, ErrorBody};
 pub use jobs::{Accepted, JobItem, JobView, OutputView, TransformResponse};
 pub use uploads::{Aggregate, AggregatePage, UploadView};
 
-use shardflow_jobs::fit::{fit_shards, register, write_model};
-use shardflow_jobs::publish::{PublishError, Publisher};
+use shardflow_jobs::publish::PublishError;
+use shardflow_jobs::service::JobService;
 use shardflow_rounds::publish::{RoundsError, RoundsPublisher};
-use shardflow_storage::shard::AMOUNT;
-use shardflow_storage::table::list_shards;
 
 /// What the handlers share.
 pub struct AppState {
     config: Config,
     index: Index,
-    publisher: Publisher,
+    jobs: Arc<JobService>,
     rounds: RoundsPublisher,
     rounds_store: shardflow_rounds::store::RoundsStore,
     output_root: PathBuf,
     metrics: metrics::Metrics,
-    /// One fit at a time: concurrent first requests must not fit twice.
-    fit_lock: Mutex<()>,
 }
 
 /// Why the API could not start.
@@ -82,73 +76,29 @@ pub enum StartError {
 }
 
 impl AppState {
-    /// Connect to ClickHouse (creating tables) and Kafka (creating the topics).
+    /// Connect to ClickHouse (creating tables) and Kafka (creating the topics), and resume
+    /// the jobs a previous process left unfinished.
     ///
     /// # Errors
     /// [`StartError`] naming the service that failed.
     pub async fn new(config: Config) -> Result<Arc<Self>, StartError> {
         let index = Index::connect(&config.clickhouse).await?;
-        let publisher = Publisher::new(&config, index.clone()).await?;
+        let jobs = JobService::new(config.clone(), index.clone()).await?;
         let rounds = RoundsPublisher::new(&config, index.clone()).await?;
         let root = &config.storage.output_root;
         let fail = |source| StartError::OutputRoot { path: root.display().to_string(), source };
         std::fs::create_dir_all(root).map_err(fail)?;
         let output_root = root.canonicalize().map_err(fail)?;
+        jobs.resume().await?;
         Ok(Arc::new(Self {
             config,
             index: index.clone(),
-            publisher,
+            metrics: metrics::Metrics::new(jobs.counters()),
+            jobs: jobs.clone(),
             rounds,
             rounds_store: shardflow_rounds::store::RoundsStore::new(index.clone()),
             output_root,
-            metrics: metrics::Metrics::new(),
-            fit_lock: Mutex::new(()),
         }))
-    }
-
-    /// The model new jobs use: `requested` when given, else the latest registered for the
-    /// dataset, else one fitted now on the shard's sibling shards (`Amount_Shard_*.parquet`
-    /// beside it).
-    async fn model_for(&self, shard: &Path, requested: Option<&str>) -> Result<Model, ApiError> {
-        let load = |row: shardflow_store::ModelRow| {
-            Model::from_json(&row.model_json).map_err(|e| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "model_unusable",
-                    format!("registered model {} cannot be loaded: {e}", row.model_id),
-                )
-            })
-        };
-        if let Some(id) = requested {
-            let row = self.index.model(id).await?.ok_or_else(|| ApiError::not_found(format!("no model {id}")))?;
-            return load(row);
-        }
-        let _fitting = self.fit_lock.lock().await;
-        if let Some(row) = self.index.latest_model(AMOUNT).await? {
-            return load(row);
-        }
-        let dir = shard.parent().unwrap_or(Path::new("."));
-        let prefix = format!("{AMOUNT}_Shard_");
-        let mut shards: Vec<PathBuf> = list_shards(dir)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&prefix)))
-            .collect();
-        if !shards.iter().any(|p| p == shard) {
-            shards.push(shard.to_path_buf());
-        }
-        let fit_config = self.config.fit.clone();
-        let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        let (model, metadata) = tokio::task::spawn_blocking(move || {
-            fit_shards(&shards, AMOUNT, &fit_config, threads, &ProgressBar::hidden())
-        })
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
-        let model_dir = self.config.storage.model_root.join(&model.model_id);
-        write_model(&model_dir, &model, &metadata)?;
-        register(&self.index, &model_dir, &model, &metadata).await?;
-        tracing::info!(model = %model.model_id, "fitted a model for the first request");
-        Ok(model)
     }
 }
 
@@ -248,7 +198,7 @@ async fn healthz() -> Json<Health> {
     (status = 503, body = Health, description = "One does not"),
 ))]
 async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Health>) {
-    let (clickhouse, kafka) = tokio::join!(state.index.ping(), state.publisher.broker_answers());
+    let (clickhouse, kafka) = tokio::join!(state.index.ping(), state.jobs.publisher().broker_answers());
     let ready = clickhouse.is_ok() && kafka.is_ok();
     let body = Health {
         status: if ready { "ready" } else { "unavailable" }.into(),
@@ -276,11 +226,10 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 
 /// When a token is configured, every mutating request must carry it.
 async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let token = state.config.api.token.as_bytes();
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if token.is_empty() || !mutating {
+    let Some(token) = state.config.api.token.as_ref().map(|t| t.expose().as_bytes()).filter(|_| mutating) else {
         return next.run(request).await;
-    }
+    };
     let given = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -14,7 +14,7 @@ use super::{ApiError, AppState, Pagination, page, page_links, rfc3339};
 
 /// A registered model.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ModelItem {
+pub(crate) struct ModelItem {
     /// Content hash of `model.json`.
     pub model_id: String,
     /// Dataset it was fitted on.
@@ -45,7 +45,7 @@ impl From<ModelSummary> for ModelItem {
 /// `GET /models` page.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ModelQuery {
+pub(crate) struct ModelQuery {
     /// Page, from 1.
     #[param(minimum = 1)]
     pub page_num: Option<u64>,
@@ -56,7 +56,7 @@ pub struct ModelQuery {
 
 /// A page of models.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ModelPage {
+pub(crate) struct ModelPage {
     /// Models, newest first.
     pub data: Vec<ModelItem>,
     /// Models in all.
@@ -71,7 +71,7 @@ pub struct ModelPage {
     (status = 400, body = ErrorBody, description = "A page parameter is malformed"),
     (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
 ))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
     query: Result<Query<ModelQuery>, QueryRejection>,
@@ -88,7 +88,7 @@ pub async fn list(
 
 /// `GET /models/{id}` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ModelView {
+pub(crate) struct ModelView {
     /// What the list shows.
     #[serde(flatten)]
     pub model: ModelItem,
@@ -106,7 +106,7 @@ pub struct ModelView {
     (status = 404, body = ErrorBody, description = "No such model"),
     (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
 ))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<ModelView>, ApiError> {

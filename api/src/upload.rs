@@ -97,7 +97,7 @@ const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 /// `POST /shards` form.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct ShardUpload {
+pub(crate) struct ShardUpload {
     /// A Parquet file with a numeric `Amount` column, or a CSV (UTF-8 or UTF-16 with a BOM)
     /// with an `Amount` column (empty or `NaN` is null).
     #[schema(value_type = String, format = Binary)]
@@ -107,7 +107,7 @@ pub struct ShardUpload {
 /// Query of `POST /shards`.
 #[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ShardOptions {
+pub(crate) struct ShardOptions {
     /// Model to transform with (default: the latest registered).
     pub model_id: Option<String>,
     /// Rows per chunk (default: publish.chunk_rows).
@@ -120,7 +120,7 @@ pub struct ShardOptions {
     request_body(content = ShardUpload, content_type = "multipart/form-data"),
     security(("bearer" = [])),
     responses(
-        (status = 202, body = Accepted, description = "Stored and published; follow the job"),
+        (status = 202, body = Accepted, description = "Stored and recorded; publishing goes on in the background"),
         (status = 400, body = ErrorBody, description = "No `file` field, or not a usable shard"),
         (status = 401, body = ErrorBody, description = "Token missing or wrong"),
         (status = 413, body = ErrorBody, description = "Larger than api.max_upload_bytes"),
@@ -128,7 +128,7 @@ pub struct ShardOptions {
         (status = 422, body = ErrorBody, description = "Bad chunk_rows"),
         (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
     ))]
-pub async fn shards(
+pub(crate) async fn shards(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     options: Result<axum::extract::Query<ShardOptions>, axum::extract::rejection::QueryRejection>,
@@ -144,11 +144,11 @@ pub async fn shards(
     };
     let _ = tokio::fs::remove_file(&received.path).await;
     converted?;
-    let published = state.submit_shard(&shard, options.model_id.as_deref(), options.chunk_rows).await;
-    if published.is_err() {
+    let submitted = state.jobs.submit(&shard, options.model_id.as_deref(), options.chunk_rows).await;
+    if submitted.is_err() {
         let _ = tokio::fs::remove_file(&shard).await;
     }
-    Ok((StatusCode::ACCEPTED, Json(Accepted::new(published?))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted?))))
 }
 
 /// Keep a Parquet upload as is; convert a CSV one (an `Amount` column) to Parquet.

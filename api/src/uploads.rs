@@ -11,6 +11,7 @@ use axum::extract::{Multipart, OriginalUri, Path as UrlPath, Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use shardflow_rounds::store::{AggregateFilter, HourSums, UploadRow};
+use shardflow_store::UploadStatus;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
@@ -21,7 +22,7 @@ use shardflow_rounds::publish::{BadRow, RoundReader};
 /// `POST /csv_upload` form.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct CsvUpload {
+pub(crate) struct CsvUpload {
     /// Game rounds: a header naming created_timestamp, game_instance_id, user_id, game_id,
     /// real_amount_bet, bonus_amount_bet, real_amount_win, bonus_amount_win, game_name and
     /// provider (any order, other columns ignored); UTF-8, or UTF-16 with a BOM.
@@ -125,11 +126,11 @@ async fn reconcile(state: &AppState, upload: UploadRow) -> Result<UploadView, Ap
             mismatched.push(HourComparison { hour: rfc3339(csv.hour), csv: csv.into(), clickhouse: (&stored).into() });
         }
     }
-    let status = match upload.status.as_str() {
-        "published" if rows_in_clickhouse < upload.rows_published => "in_progress",
-        "published" if rows_in_clickhouse == upload.rows_published && mismatched.is_empty() => "complete",
-        "published" => "mismatch",
-        other => other,
+    let status = match upload.status {
+        UploadStatus::Published if rows_in_clickhouse < upload.rows_published => "in_progress",
+        UploadStatus::Published if rows_in_clickhouse == upload.rows_published && mismatched.is_empty() => "complete",
+        UploadStatus::Published => "mismatch",
+        other => other.as_str(),
     };
     Ok(UploadView {
         status: status.to_string(),
@@ -167,7 +168,7 @@ async fn reconcile(state: &AppState, upload: UploadRow) -> Result<UploadView, Ap
         (status = 415, body = ErrorBody, description = "Not multipart/form-data, or not a CSV"),
         (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
     ))]
-pub async fn csv_upload(
+pub(crate) async fn csv_upload(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
@@ -196,7 +197,7 @@ pub async fn csv_upload(
     (status = 404, body = ErrorBody, description = "No such upload"),
     (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
 ))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<UploadView>, ApiError> {
@@ -208,7 +209,7 @@ pub async fn get(
 /// `GET /aggregated_game_rounds` filters and page.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct AggregateQuery {
+pub(crate) struct AggregateQuery {
     /// Only this player (`user_id`).
     pub player_id: Option<String>,
     /// Only this game.
@@ -267,7 +268,7 @@ pub struct AggregatePage {
     (status = 400, body = ErrorBody, description = "A filter or page parameter is malformed"),
     (status = 503, body = ErrorBody, description = "ClickHouse unavailable"),
 ))]
-pub async fn aggregated(
+pub(crate) async fn aggregated(
     State(state): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
     query: Result<Query<AggregateQuery>, QueryRejection>,

@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use shardflow_model::{ColumnKind, ColumnSpec, InferenceParams, MixtureParams};
+pub use url::Url;
 
 /// The defaults every layer starts from.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
@@ -63,7 +64,7 @@ pub struct KafkaConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseConfig {
     /// Base URL of the HTTP interface.
-    pub url: String,
+    pub url: Url,
     /// Database holding shardflow's tables; created at start.
     pub database: String,
     /// User name.
@@ -194,8 +195,9 @@ pub struct ApiConfig {
     /// How often a waiting request reads the job's progress.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Bearer token every mutating route requires; empty: no token required.
-    pub token: String,
+    /// Bearer token every mutating route requires; absent: no token required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
     /// Largest upload accepted (`POST /shards`, `POST /csv_upload`); larger gets 413.
     pub max_upload_bytes: u64,
     /// Most rows one `POST /jobs` may generate.
@@ -215,8 +217,9 @@ pub struct GameRoundsConfig {
     /// ...or when its oldest row has waited this long.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
-    /// A Confluent Schema Registry to number schemas; empty: shardflow numbers them.
-    pub schema_registry_url: String,
+    /// A Confluent Schema Registry to number schemas; absent: shardflow numbers them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_url: Option<Url>,
 }
 
 /// The workers.
@@ -242,6 +245,29 @@ impl ConsumerConfig {
     /// The dead-letter topic for `topic`.
     pub fn dead_letter_topic(&self, topic: &str) -> String {
         format!("{topic}{}", self.dead_letter_suffix)
+    }
+}
+
+/// A value that must not be logged: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that compares or sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -315,6 +341,9 @@ impl Config {
         if self.game_rounds.topic.is_empty() || self.game_rounds.batch_rows == 0 {
             return bad("game_rounds.topic must be named and game_rounds.batch_rows at least 1".into());
         }
+        if self.api.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+            return bad("api.token must not be empty: leave it out to require no token".into());
+        }
         if self.consumer.dead_letter_suffix.is_empty() {
             return bad("consumer.dead_letter_suffix must not be empty: dead letters need their own topic".into());
         }
@@ -338,6 +367,27 @@ mod tests {
         assert_eq!(config.publish.chunk_rows, 65_536);
         assert_eq!(config.api.wait_timeout, Duration::from_secs(600));
         assert_eq!(config.fit.mixture.n_components, 10);
+        assert_eq!((config.api.token, config.game_rounds.schema_registry_url), (None, None));
+        assert_eq!(config.clickhouse.url.as_str(), "http://127.0.0.1:8123/");
+    }
+
+    #[test]
+    fn secrets_and_urls_are_typed() {
+        let set = "[api]\ntoken = \"s3cret\"\n[game_rounds]\nschema_registry_url = \"http://registry:8081\"\n";
+        let config: Config =
+            Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(set)).extract().expect("loads");
+        let token = config.api.token.clone().expect("token");
+        assert_eq!(token.expose(), "s3cret");
+        assert_eq!(format!("{token:?}"), "Secret(***)");
+        assert_eq!(
+            config.game_rounds.schema_registry_url.map(|u| u.host_str().map(String::from)),
+            Some(Some("registry".into()))
+        );
+        let bad = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[clickhouse]\nurl = \"not a url\""));
+        assert!(bad.extract::<Config>().is_err(), "a malformed URL is refused when loading");
+        let empty = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[api]\ntoken = \"\"\n"));
+        let config: Config = empty.extract().expect("parses");
+        assert!(config.check().expect_err("empty token").to_string().contains("leave it out"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! transaction amounts. Each shard depends only on (seed, shard number), so shards are
 //! written in parallel and the output is the same whatever the thread count. Memory is
 //! one batch per thread, whatever the row count.
+#![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

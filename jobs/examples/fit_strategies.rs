@@ -44,9 +44,11 @@ fn main() -> anyhow::Result<()> {
     for path in list_shards(dir.path())? {
         let (all, _) = sample(&path, AMOUNT, usize::MAX, 0)?;
         // Every sixth row is held out.
-        let (held, train): (Vec<(usize, f64)>, Vec<(usize, f64)>) =
-            all.into_iter().enumerate().partition(|(i, _)| i % 6 == 5);
-        generated.push((train.into_iter().map(|(_, v)| v).collect(), held.into_iter().map(|(_, v)| v).collect()));
+        let (mut train, mut held) = (Vec::new(), Vec::new());
+        for (i, v) in all.into_iter().enumerate() {
+            if i % 6 == 5 { held.push(v) } else { train.push(v) }
+        }
+        generated.push((train, held));
     }
     compare("`producer generate` shards (same distribution in every shard)", &generated)?;
     compare("drifting shards (the high mode grows from 5% to 60% of the rows)", &drifting())?;

@@ -4,7 +4,7 @@
 //! instead of growing memory. The job row records rows and chunks once every chunk is
 //! acknowledged.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,7 +17,7 @@ use shardflow_config::{KafkaConfig, PublishConfig};
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
 use shardflow_schemas::{ChunkCodec, CodecError};
-use shardflow_store::{Index, IndexError, JobRow};
+use shardflow_store::{Index, IndexError, JobRow, JobStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span};
@@ -86,72 +86,58 @@ impl Publisher {
     }
 
     /// Publish the shard at `path` (already validated with [`Shard::open`]) as a new job
-    /// transformed with `model`. Returns when every chunk is acknowledged.
+    /// transformed with `model`, in chunks of `publish.chunk_rows`. Returns when every
+    /// chunk is acknowledged.
     ///
     /// # Errors
     /// [`PublishError`]; the job row then says `failed` with the reason.
     pub async fn publish(&self, path: &Path, model: &Model, progress: &ProgressBar) -> Result<Published, PublishError> {
-        self.publish_chunks(path, model, self.publish.chunk_rows, progress).await
+        let job = new_job(path, &model.dataset, self.publish.chunk_rows, JobStatus::Publishing);
+        self.publish_job(job, path, model, progress).await
     }
 
-    /// As [`Publisher::publish`], with `chunk_rows` rows per chunk instead of the
-    /// configured number (the caller checks it fits in a message, see
-    /// [`PublishConfig::largest_message`]).
+    /// Publish `job` (its row made by [`new_job`], maybe already recorded, maybe left
+    /// `publishing` by a process that stopped): record it `publishing` with `model`, send
+    /// every chunk from the first, in chunks of `job.chunk_rows`, then record `published`
+    /// or `failed`. Chunks are cut the same way every time and their outputs are keyed by
+    /// (job, chunk), so publishing a job again is safe.
     ///
     /// # Errors
     /// [`PublishError`]; the job row then says `failed` with the reason.
-    pub async fn publish_chunks(
+    pub async fn publish_job(
         &self,
+        mut job: JobRow,
         path: &Path,
         model: &Model,
-        chunk_rows: usize,
         progress: &ProgressBar,
     ) -> Result<Published, PublishError> {
-        let job_id = uuid::Uuid::now_v7().to_string();
-        let span = info_span!("publish", job = %job_id, source = %path.display());
-        self.publish_job(job_id, path.to_path_buf(), model, chunk_rows, progress).instrument(span).await
-    }
-
-    async fn publish_job(
-        &self,
-        job_id: String,
-        path: PathBuf,
-        model: &Model,
-        chunk_rows: usize,
-        progress: &ProgressBar,
-    ) -> Result<Published, PublishError> {
-        let created_at = unix_now();
-        let mut job = JobRow {
-            job_id: job_id.clone(),
-            dataset: model.dataset.clone(),
-            source: path.display().to_string(),
-            model_id: model.model_id.clone(),
-            status: "publishing".into(),
-            rows: 0,
-            chunks: 0,
-            error: String::new(),
-            created_at,
-            updated_at: created_at,
-            version: version_now(),
-        };
-        self.index.insert_job(&job).await?;
-        let result = self.send_chunks(&job_id, &path, &model.model_id, chunk_rows, progress).await;
-        job.updated_at = unix_now();
-        job.version = version_now();
-        match &result {
-            Ok(done) => {
-                job.status = "published".into();
-                job.rows = done.rows;
-                job.chunks = done.chunks;
-                info!(rows = done.rows, chunks = done.chunks, "published");
+        let span = info_span!("publish", job = %job.job_id, source = %path.display());
+        async {
+            job.model_id.clone_from(&model.model_id);
+            job.dataset.clone_from(&model.dataset);
+            job.status = JobStatus::Publishing;
+            job.version = version_now();
+            job.updated_at = unix_now();
+            self.index.insert_job(&job).await?;
+            let chunk_rows = usize::try_from(job.chunk_rows).unwrap_or(usize::MAX).max(1);
+            let result = self.send_chunks(&job.job_id, path, &model.model_id, chunk_rows, progress).await;
+            match &result {
+                Ok(done) => {
+                    job.status = JobStatus::Published;
+                    job.rows = done.rows;
+                    job.chunks = done.chunks;
+                    info!(rows = done.rows, chunks = done.chunks, "published");
+                }
+                Err(e) => {
+                    job.status = JobStatus::Failed;
+                    job.error = e.to_string();
+                }
             }
-            Err(e) => {
-                job.status = "failed".into();
-                job.error = e.to_string();
-            }
+            record_final(&self.index, &mut job).await?;
+            result
         }
-        self.index.insert_job(&job).await?;
-        result
+        .instrument(span)
+        .await
     }
 
     async fn send_chunks(
@@ -247,6 +233,50 @@ impl Publisher {
             self.producer.send(record, Duration::from_secs(300)).await.map_err(|(e, _)| PublishError::Kafka(e))?;
             progress.inc(rows);
             Ok(())
+        }
+    }
+}
+
+/// A new job's row for the shard at `path`: a fresh (time-ordered) id, `status`, nothing
+/// published yet.
+pub fn new_job(path: &Path, dataset: &str, chunk_rows: usize, status: JobStatus) -> JobRow {
+    let now = unix_now();
+    JobRow {
+        job_id: uuid::Uuid::now_v7().to_string(),
+        dataset: dataset.to_string(),
+        source: path.display().to_string(),
+        model_id: String::new(),
+        status,
+        chunk_rows: chunk_rows as u64,
+        rows: 0,
+        chunks: 0,
+        error: String::new(),
+        created_at: now,
+        updated_at: now,
+        version: version_now(),
+    }
+}
+
+/// Record a job's final state (`published` or `failed`), retrying while ClickHouse fails
+/// for a reason that may pass, for up to five minutes: the state must not stay
+/// `publishing` because one insert failed after every chunk went out.
+///
+/// # Errors
+/// The last error, when it is permanent or the five minutes pass.
+pub async fn record_final(index: &Index, job: &mut JobRow) -> Result<(), IndexError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        job.updated_at = unix_now();
+        job.version = version_now();
+        match index.insert_job(job).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && std::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(job = %job.job_id, error = %e, retry_in = ?backoff, "recording the job's state failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -7,14 +7,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 /// A client of a running API.
-pub struct ApiClient {
+pub(crate) struct ApiClient {
     base: String,
     http: reqwest::Client,
 }
 
 impl ApiClient {
     /// A client of the API at `base` (`http://host:port`).
-    pub fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Self {
         Self { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
     }
 
@@ -22,7 +22,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// When the API cannot be reached or answers with an error.
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.get_with(path, &[]).await
     }
 
@@ -30,7 +30,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// As [`ApiClient::get`].
-    pub async fn get_with(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<Value> {
+    pub(crate) async fn get_with(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http
@@ -52,7 +52,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// As [`ApiClient::get`].
-    pub async fn jobs_table(&self, params: &[(&str, String)]) -> anyhow::Result<String> {
+    pub(crate) async fn jobs_table(&self, params: &[(&str, String)]) -> anyhow::Result<String> {
         let page = self.get_with("/jobs", params).await?;
         let mut out =
             format!("{:<36}  {:<22}  {:>12}  {:>13}  {:<20}\n", "job", "status", "rows", "chunks", "submitted");
@@ -75,7 +75,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// As [`ApiClient::get`]; a job that ends failed or with dead letters is an error too.
-    pub async fn job(&self, id: &str, watch: bool) -> anyhow::Result<String> {
+    pub(crate) async fn job(&self, id: &str, watch: bool) -> anyhow::Result<String> {
         let path = format!("/jobs/{id}");
         let mut job = self.get(&path).await?;
         if watch {

@@ -16,7 +16,7 @@ const SHOWN_CATEGORIES: usize = 50;
 ///
 /// # Errors
 /// A one-line reason when the file is not a valid model or no model has that id.
-pub async fn load_model(id: &str, config: &Config) -> anyhow::Result<Model> {
+pub(crate) async fn load_model(id: &str, config: &Config) -> anyhow::Result<Model> {
     let read = |path: &Path| -> anyhow::Result<Model> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Model::from_json(&text).with_context(|| format!("loading {}", path.display()))
@@ -42,7 +42,7 @@ pub async fn load_model(id: &str, config: &Config) -> anyhow::Result<Model> {
 
 /// The model as text: per column its kind and where the kind came from, then its
 /// components (continuous, mixed) with its modal slots, or its categories.
-pub fn describe(model: &Model) -> String {
+pub(crate) fn describe(model: &Model) -> String {
     let mut out = format!("model {} (dataset {}, format {})\n", model.model_id, model.dataset, model.format_version);
     for column in &model.columns {
         let source = column.kind_source.map_or("kind not recorded: format 1".to_string(), |s| s.to_string());

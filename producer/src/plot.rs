@@ -24,7 +24,7 @@ const SIZE: (u32, u32) = (1200, 700);
 
 /// Why a plot could not be drawn.
 #[derive(Debug, thiserror::Error)]
-pub enum PlotError {
+pub(crate) enum PlotError {
     /// The shard is unusable.
     #[error(transparent)]
     Shard(#[from] ShardError),
@@ -46,7 +46,7 @@ pub enum PlotError {
 
 /// What was drawn.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Plotted {
+pub(crate) struct Plotted {
     /// The column.
     pub column: String,
     /// Values in the histogram.
@@ -59,7 +59,7 @@ pub struct Plotted {
 ///
 /// # Errors
 /// [`PlotError::Column`] when there is no such column or it is categorical.
-pub fn pick<'a>(model: &'a Model, name: Option<&str>) -> Result<&'a ColumnModel, PlotError> {
+pub(crate) fn pick<'a>(model: &'a Model, name: Option<&str>) -> Result<&'a ColumnModel, PlotError> {
     let numeric = |c: &&ColumnModel| c.kind != ColumnKind::Categorical;
     let names = || model.columns.iter().map(|c| format!("{} ({})", c.name, c.kind)).collect::<Vec<_>>().join(", ");
     match name {
@@ -115,7 +115,7 @@ fn register_font() {
 ///
 /// # Errors
 /// [`PlotError`] when the column or shard is unusable or the file cannot be written.
-pub fn plot(model: &Model, column: Option<&str>, shard: &Path, out: &Path) -> Result<Plotted, PlotError> {
+pub(crate) fn plot(model: &Model, column: Option<&str>, shard: &Path, out: &Path) -> Result<Plotted, PlotError> {
     let shown = out.display().to_string();
     if !out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
         return Err(PlotError::NotPng(shown));

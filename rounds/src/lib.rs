@@ -6,5 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod publish;
+pub mod registry;
 pub mod sink;
 pub mod store;

@@ -11,6 +11,7 @@ use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::registry::{Registry, RegistryError};
 use crate::store::{HourSums, RoundsStore, UploadRow};
 use chrono::{DateTime, NaiveDateTime};
 use csv::StringRecord;
@@ -23,7 +24,7 @@ use shardflow_config::Config;
 use shardflow_kafka as kafka;
 use shardflow_schemas::CodecError;
 use shardflow_schemas::rounds::{GAME_ROUND_AVSC, GameRound, RoundCodec};
-use shardflow_store::{Index, IndexError};
+use shardflow_store::{Index, IndexError, UploadStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
 use tracing::info;
@@ -247,9 +248,12 @@ pub enum RoundsError {
     /// ClickHouse refused the upload row or the schema.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// The reading thread ended without saying how (a defect).
+    #[error("{0}")]
+    Reader(String),
     /// The Schema Registry refused the schema.
-    #[error("Schema Registry: {0}")]
-    Registry(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// What reading a whole CSV found, beside the rows themselves.
@@ -282,11 +286,12 @@ impl RoundsPublisher {
         kafka::ensure_topic(&config.kafka, &topic).await?;
         let subject = format!("{topic}-value");
         let mut codec = RoundCodec::new()?;
-        let registry = config.game_rounds.schema_registry_url.trim_end_matches('/');
-        if registry.is_empty() {
-            store.register_schema(codec.schema_id(), &subject, GAME_ROUND_AVSC).await?;
-        } else {
-            codec = codec.with_schema_id(register_with_registry(registry, &subject).await?);
+        match &config.game_rounds.schema_registry_url {
+            None => store.register_schema(codec.schema_id(), &subject, GAME_ROUND_AVSC).await?,
+            Some(url) => {
+                let id = Registry::new(url.clone()).register(&subject, GAME_ROUND_AVSC).await?;
+                codec = codec.with_schema_id(id);
+            }
         }
         Ok(Self { producer: kafka::bulk_producer(&config.kafka)?, store, codec, topic, max_in_flight: 20_000 })
     }
@@ -309,7 +314,7 @@ impl RoundsPublisher {
             upload_id: upload_id.to_string(),
             file_name: file_name.to_string(),
             path: path.display().to_string(),
-            status: "publishing".into(),
+            status: UploadStatus::Publishing,
             bytes,
             rows_read: 0,
             rows_published: 0,
@@ -328,7 +333,7 @@ impl RoundsPublisher {
         upload.version = version_now();
         match outcome {
             Ok(summary) => {
-                upload.status = "published".into();
+                upload.status = UploadStatus::Published;
                 upload.rows_read = summary.rows_read;
                 upload.bad_rows = summary.bad_rows;
                 upload.bad_row_samples = serde_json::to_string(&summary.samples).unwrap_or_else(|_| "[]".into());
@@ -339,7 +344,7 @@ impl RoundsPublisher {
                 Ok(upload)
             }
             Err(e) => {
-                upload.status = "failed".into();
+                upload.status = UploadStatus::Failed;
                 upload.error = e.to_string();
                 if let Err(record) = self.store.insert_upload(&upload).await {
                     tracing::error!(upload = upload_id, error = %record, "cannot record the failed upload");
@@ -439,7 +444,7 @@ impl RoundsPublisher {
         let outcome = match (failure, summary) {
             (Some(e), _) => Err(e),
             (None, Some(summary)) => Ok(summary),
-            (None, None) => Err(RoundsError::Registry("the CSV reader stopped without a summary".into())),
+            (None, None) => Err(RoundsError::Reader("the CSV reader stopped without a summary".into())),
         };
         (acknowledged, outcome)
     }
@@ -452,24 +457,6 @@ impl RoundsPublisher {
 }
 
 /// Register the game-round schema under `subject` with a Confluent Schema Registry.
-async fn register_with_registry(url: &str, subject: &str) -> Result<u32, RoundsError> {
-    #[derive(Deserialize)]
-    struct Registered {
-        id: u32,
-    }
-    let fail = |e: &dyn std::fmt::Display| RoundsError::Registry(format!("{url}: {e}"));
-    let answer = reqwest::Client::new()
-        .post(format!("{url}/subjects/{subject}/versions"))
-        .header("content-type", "application/vnd.schemaregistry.v1+json")
-        .json(&serde_json::json!({ "schema": GAME_ROUND_AVSC }))
-        .send()
-        .await
-        .map_err(|e| fail(&e))?
-        .error_for_status()
-        .map_err(|e| fail(&e))?;
-    Ok(answer.json::<Registered>().await.map_err(|e| fail(&e))?.id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::registry::Registry;
 use crate::store::{GameRoundRow, RoundsStore};
 use apache_avro::Schema;
 use rdkafka::client::ClientContext;
@@ -46,7 +47,7 @@ struct Schemas {
     codec: RoundCodec,
     known: HashMap<u32, Arc<Schema>>,
     store: RoundsStore,
-    registry: String,
+    registry: Option<Registry>,
 }
 
 impl Schemas {
@@ -58,30 +59,15 @@ impl Schemas {
         if let Some(schema) = self.known.get(&id) {
             return Ok(Some(schema.clone()));
         }
-        let text = if self.registry.is_empty() {
-            self.store.schema(id).await.map_err(|e| e.to_string())?
-        } else {
-            registry_schema(&self.registry, id).await?
+        let text = match &self.registry {
+            None => self.store.schema(id).await.map_err(|e| e.to_string())?,
+            Some(registry) => registry.schema(id).await.map_err(|e| e.to_string())?,
         };
         let text = text.ok_or_else(|| format!("unknown schema id {id}"))?;
         let schema = Arc::new(Schema::parse_str(&text).map_err(|e| format!("schema {id} does not parse: {e}"))?);
         self.known.insert(id, schema.clone());
         Ok(Some(schema))
     }
-}
-
-async fn registry_schema(url: &str, id: u32) -> Result<Option<String>, String> {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        schema: String,
-    }
-    let response =
-        reqwest::get(format!("{url}/schemas/ids/{id}")).await.map_err(|e| format!("Schema Registry {url}: {e}"))?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    let answer = response.error_for_status().map_err(|e| format!("Schema Registry {url}: {e}"))?;
-    Ok(Some(answer.json::<Answer>().await.map_err(|e| format!("Schema Registry {url}: {e}"))?.schema))
 }
 
 /// Notes the partitions taken away, so that their uninserted rows are dropped.
@@ -135,7 +121,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         codec: RoundCodec::new()?,
         known: HashMap::new(),
         store: RoundsStore::new(index.clone()),
-        registry: settings.schema_registry_url.trim_end_matches('/').to_string(),
+        registry: settings.schema_registry_url.clone().map(Registry::new),
     };
     let store = RoundsStore::new(index.clone());
     info!(topic = %settings.topic, group = %settings.group_id, "sinking game rounds");

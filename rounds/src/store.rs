@@ -5,7 +5,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use shardflow_schemas::rounds::GameRound;
 
-use shardflow_store::{Index, IndexError, unix_now};
+use shardflow_store::{Index, IndexError, UploadStatus, unix_now};
 
 /// A game round as stored in `game_rounds`.
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
@@ -142,8 +142,8 @@ pub struct UploadRow {
     pub file_name: String,
     /// Where the upload is kept.
     pub path: String,
-    /// `publishing`, `published` or `failed`.
-    pub status: String,
+    /// Where the upload is.
+    pub status: UploadStatus,
     /// Bytes received.
     pub bytes: u64,
     /// Data rows read (good and bad).

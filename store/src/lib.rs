@@ -4,33 +4,79 @@
 //! queries on the same handle through [`Index::client`] and [`Index::run`].
 #![warn(missing_docs)]
 
+pub mod status;
+
+pub use status::{JobState, JobStatus, UnknownStatus, UploadStatus};
+
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use shardflow_config::ClickHouseConfig;
 
-/// A failed ClickHouse call.
+/// A failed ClickHouse call, with the server's error code when it answered with one.
 #[derive(Debug, thiserror::Error)]
 #[error("ClickHouse at {url}: {source}")]
 pub struct IndexError {
     url: String,
+    /// The server's exception code (`Code: 117` is 117), read once when the error is made.
+    code: Option<u32>,
     #[source]
     source: clickhouse::error::Error,
 }
 
+/// What to do about a failed call, decided once from the error (as Vector's
+/// `ClickhouseRetryLogic` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// The call may succeed later: transport failures, timeouts, server errors.
+    Retry,
+    /// It never will: the data or the statement is wrong.
+    DontRetry,
+}
+
+/// Server codes that say the request itself is wrong: incorrect data (117), type
+/// mismatch (53), unparsable SQL (62).
+const PERMANENT_CODES: [u32; 3] = [117, 53, 62];
+
 impl IndexError {
-    /// Whether trying again later may succeed: transport failures and server errors,
-    /// but not bad data (code 117), type mismatches (53) or unparsable SQL (62).
-    pub fn is_retryable(&self) -> bool {
-        match &self.source {
-            clickhouse::error::Error::BadResponse(text) => {
-                !["Code: 117", "Code: 53", "Code: 62"].iter().any(|code| text.contains(code))
-            }
-            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => true,
-            _ => false,
+    fn new(url: &str, source: clickhouse::error::Error) -> Self {
+        let code = match &source {
+            clickhouse::error::Error::BadResponse(text) => server_code(text),
+            _ => None,
+        };
+        Self { url: url.to_string(), code, source }
+    }
+
+    /// The server's exception code, when it answered with one.
+    pub fn code(&self) -> Option<u32> {
+        self.code
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn retry(&self) -> Retry {
+        match (&self.source, self.code) {
+            (_, Some(code)) if PERMANENT_CODES.contains(&code) => Retry::DontRetry,
+            (
+                clickhouse::error::Error::BadResponse(_)
+                | clickhouse::error::Error::Network(_)
+                | clickhouse::error::Error::TimedOut,
+                _,
+            ) => Retry::Retry,
+            _ => Retry::DontRetry,
         }
     }
+
+    /// `retry() == Retry::Retry`.
+    pub fn is_retryable(&self) -> bool {
+        self.retry() == Retry::Retry
+    }
+}
+
+/// The code of a ClickHouse exception text, `Code: 117, e.displayText() = ...`.
+fn server_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
 }
 
 /// One state of a job (the row with the highest `version` is current).
@@ -42,10 +88,12 @@ pub struct JobRow {
     pub dataset: String,
     /// File the job reads.
     pub source: String,
-    /// Model the chunks are transformed with.
+    /// Model the chunks are transformed with (empty while the job waits for a fit).
     pub model_id: String,
-    /// `publishing`, `published` or `failed`.
-    pub status: String,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Rows per chunk: publishing the job again cuts the same chunks.
+    pub chunk_rows: u64,
     /// Rows published (final once `published`).
     pub rows: u64,
     /// Chunks published (final once `published`).
@@ -145,8 +193,8 @@ pub struct JobSummary {
     pub source: String,
     /// Model used.
     pub model_id: String,
-    /// `publishing`, `running`, `done`, `done_with_dead_letters` or `failed`.
-    pub status: String,
+    /// Where the job is, with the consumers' progress.
+    pub status: JobState,
     /// Rows published.
     pub rows: u64,
     /// Chunks published (0 while publishing).
@@ -165,15 +213,15 @@ pub struct JobSummary {
     pub updated_at: u32,
 }
 
-/// Which jobs to list; empty strings and `None` match everything.
+/// Which jobs to list; `None` matches everything.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
     /// Only this job.
-    pub job_id: String,
-    /// Only jobs in this (derived) status.
-    pub status: String,
+    pub job_id: Option<String>,
+    /// Only jobs in this status.
+    pub status: Option<JobState>,
     /// Only this dataset.
-    pub dataset: String,
+    pub dataset: Option<String>,
     /// Created at or after (unix seconds).
     pub since: Option<u32>,
     /// Created before (unix seconds).
@@ -239,13 +287,13 @@ impl Index {
     /// When ClickHouse does not answer or refuses the DDL.
     pub async fn connect(config: &ClickHouseConfig) -> Result<Self, IndexError> {
         let root = Client::default()
-            .with_url(&config.url)
+            .with_url(config.url.as_str())
             .with_user(&config.user)
             .with_password(&config.password)
             .with_validation(false);
         let index = Self {
             client: root.clone().with_database(&config.database),
-            url: config.url.clone(),
+            url: config.url.to_string(),
             timeout: config.timeout,
         };
         // The name was checked to be an identifier when the configuration was loaded.
@@ -253,7 +301,30 @@ impl Index {
         for (_, ddl) in shardflow_schemas::clickhouse_ddl(&config.database) {
             index.run(root.query(&ddl).execute()).await?;
         }
+        index.migrate(&root, &config.database).await?;
         Ok(index)
+    }
+
+    /// Columns added since a table was first created: databases made by an older version
+    /// get them here (ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`).
+    async fn migrate(&self, root: &Client, database: &str) -> Result<(), IndexError> {
+        const ADDED: [(&str, &str, &str); 1] = [("jobs", "chunk_rows", "UInt64")];
+        for (table, column, kind) in ADDED {
+            let present = self
+                .run(
+                    root.query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                        .bind(database)
+                        .bind(table)
+                        .bind(column)
+                        .fetch_one::<u64>(),
+                )
+                .await?;
+            if present == 0 {
+                self.run(root.query(&format!("ALTER TABLE {database}.{table} ADD COLUMN {column} {kind}")).execute())
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Await one ClickHouse call, giving up after the configured timeout: a server that
@@ -267,7 +338,7 @@ impl Index {
             Ok(Err(e)) => e,
             Err(_) => clickhouse::error::Error::TimedOut,
         };
-        Err(IndexError { url: self.url.clone(), source })
+        Err(IndexError::new(&self.url, source))
     }
 
     /// Whether ClickHouse answers.
@@ -308,6 +379,22 @@ impl Index {
         self.insert("jobs", row).await
     }
 
+    /// Jobs whose row says `fitting` or `publishing`: a process that was fitting or
+    /// publishing them stopped before it recorded how they ended.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, IndexError> {
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM jobs FINAL WHERE status IN (?, ?) ORDER BY job_id")
+                .bind(JobStatus::Fitting.as_str())
+                .bind(JobStatus::Publishing.as_str())
+                .fetch_all(),
+        )
+        .await
+    }
+
     /// The current state of a job.
     ///
     /// # Errors
@@ -333,15 +420,19 @@ impl Index {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<JobSummary>, u64), IndexError> {
+        // `? = '' OR column = ?`: an absent filter binds '' and matches every row.
+        let job_id = filter.job_id.as_deref().unwrap_or("");
+        let dataset = filter.dataset.as_deref().unwrap_or("");
+        let status = filter.status.map_or("", JobState::as_str);
         let bind = |q: clickhouse::query::Query| {
-            q.bind(&filter.job_id)
-                .bind(&filter.job_id)
-                .bind(&filter.dataset)
-                .bind(&filter.dataset)
+            q.bind(job_id)
+                .bind(job_id)
+                .bind(dataset)
+                .bind(dataset)
                 .bind(filter.since.unwrap_or(0))
                 .bind(filter.until.unwrap_or(u32::MAX))
-                .bind(&filter.status)
-                .bind(&filter.status)
+                .bind(status)
+                .bind(status)
         };
         let page =
             bind(self.client.query(&format!("{JOB_SUMMARIES} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?")))
@@ -356,7 +447,7 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn job_summary(&self, job_id: &str) -> Result<Option<JobSummary>, IndexError> {
-        let filter = JobFilter { job_id: job_id.to_string(), ..JobFilter::default() };
+        let filter = JobFilter { job_id: Some(job_id.to_string()), ..JobFilter::default() };
         Ok(self.jobs(&filter, 0, 1).await?.0.pop())
     }
 
@@ -489,7 +580,7 @@ mod tests {
             }
         });
         let config = ClickHouseConfig {
-            url,
+            url: url.parse().expect("URL"),
             database: "hung".into(),
             user: "default".into(),
             password: String::new(),
@@ -499,5 +590,18 @@ mod tests {
         assert!(matches!(err.source, clickhouse::error::Error::TimedOut), "{err}");
         assert!(err.is_retryable());
         held.abort();
+    }
+
+    #[test]
+    fn retry_is_decided_from_the_server_code() {
+        let answer = |text: &str| IndexError::new("http://x", clickhouse::error::Error::BadResponse(text.into()));
+        let bad_data = answer("Code: 117, e.displayText() = DB::Exception: Incorrect data");
+        assert_eq!((bad_data.code(), bad_data.retry()), (Some(117), Retry::DontRetry));
+        assert_eq!(answer("Code: 53, e.displayText() = Type mismatch").retry(), Retry::DontRetry);
+        let overloaded = answer("Code: 202, e.displayText() = Too many simultaneous queries");
+        assert_eq!((overloaded.code(), overloaded.retry()), (Some(202), Retry::Retry));
+        // A code that merely starts with a permanent one is another code.
+        assert_eq!(answer("Code: 1170, e.displayText() = x").retry(), Retry::Retry);
+        assert_eq!(answer("bad gateway").code(), None);
     }
 }

@@ -97,9 +97,13 @@ pub fn rounds_sink(config_path: &Path, group_id: Option<&str>) -> Child {
 
 /// One shard, a registered model, and the environment around them.
 pub struct Dataset {
+    /// The test's topic, database and directory.
     pub env: TestEnv,
+    /// The generated shard.
     pub shard: PathBuf,
+    /// The model fitted on it, registered.
     pub model: Model,
+    /// The test's ClickHouse database.
     pub index: Index,
 }
 

@@ -1,6 +1,7 @@
 //! Test support: every test gets its own topic, consumer group, ClickHouse database and
 //! directory, against the real services on loopback, and they are removed when the test
 //! ends, also when it fails ([`TestEnv`]'s `Drop`).
+#![warn(missing_docs)]
 
 pub mod dataset;
 
@@ -73,7 +74,7 @@ impl TestEnv {
     /// When ClickHouse refuses (tests only).
     pub async fn count(&self, sql: &str) -> u64 {
         clickhouse::Client::default()
-            .with_url(&self.config.clickhouse.url)
+            .with_url(self.config.clickhouse.url.as_str())
             .with_database(&self.config.clickhouse.database)
             .with_validation(false)
             .query(sql)
@@ -94,7 +95,7 @@ impl Drop for TestEnv {
             runtime.block_on(async {
                 let database = &config.clickhouse.database;
                 let dropped = clickhouse::Client::default()
-                    .with_url(&config.clickhouse.url)
+                    .with_url(config.clickhouse.url.as_str())
                     .with_user(&config.clickhouse.user)
                     .with_password(&config.clickhouse.password)
                     .query(&format!("DROP DATABASE IF EXISTS {database}"))

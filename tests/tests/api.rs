@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shardflow_api::{AppState, router};
-use shardflow_testkit::TestEnv;
+use shardflow_testkit::{TestEnv, eventually};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -79,7 +79,7 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str, 
 #[tokio::test]
 async fn mutating_routes_need_the_token_and_bad_requests_get_their_status() {
     let api = Api::new("api_guard", |c| {
-        c.api.token = TOKEN.into();
+        c.api.token = Some(shardflow_config::Secret::new(TOKEN));
         c.api.max_upload_bytes = 1000;
     })
     .await;
@@ -115,12 +115,30 @@ async fn mutating_routes_need_the_token_and_bad_requests_get_their_status() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_chunk_rows",
         ),
+        (
+            json!({ "generate": { "rows": 10 }, "chunk_rows": 0 }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_chunk_rows",
+        ),
+        (json!({ "generate": { "rows": 10 }, "model_id": "nope" }).to_string(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            json!({ "file_path": "x.parquet", "chunk_rows": 0 }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_chunk_rows",
+        ),
+        (json!({ "status": "finished" }).to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
     ];
     for (body, status, code) in cases {
         let (got, answer) = api.json(post("/jobs", json_type, body.clone(), token)).await;
         assert_eq!(got, status, "{body}: {answer}");
         assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
     }
+    // A rejected request writes nothing: no generated shard, no job.
+    assert!(!api.env.data().join("generated").exists(), "a refused generate request wrote a shard");
+    let (_, jobs) = api.json(get("/jobs")).await;
+    assert_eq!(jobs["total_results"], 0, "{jobs}");
+    let (status, body) = api.json(get("/jobs?status=finished")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request", "one of: fitting, publishing");
     let (status, body) = api.json(post("/jobs", "text/plain", job.clone(), token)).await;
     assert_error(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Content-Type");
 
@@ -205,7 +223,13 @@ async fn shards_and_generated_jobs_are_listed_and_paged() {
     assert_eq!(accepted["chunks"], 3);
     let second = accepted["job_id"].as_str().expect("job id").to_string();
 
-    // No consumer runs here: both are running, newest first, one per page.
+    // Both are published in the background (the first after a fit); no consumer runs
+    // here, so both end up running: newest first, one per page.
+    eventually("both jobs published", Duration::from_secs(60), || async {
+        let (_, page) = api.json(get("/jobs?status=running")).await;
+        (page["total_results"] == 2).then_some(())
+    })
+    .await;
     let (status, page) = api.json(get("/jobs?status=running&page_size=1")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["total_results"], 2);

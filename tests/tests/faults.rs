@@ -213,7 +213,7 @@ async fn bad_messages_go_to_dead_letters_and_good_chunks_all_arrive() {
     assert_eq!(seen, expected);
 
     // The job with dead letters is reported as such, never as cleanly done.
-    let base = common::serve_api(&config).await;
+    let base = common::serve_api(config).await;
     let view: serde_json::Value =
         reqwest::get(format!("{base}/jobs/{}", first.job_id)).await.expect("GET").json().await.expect("json");
     assert_eq!(view["status"], "done_with_dead_letters", "{view}");

@@ -24,7 +24,7 @@ async fn no_request_gets_a_server_error() {
     let tool = schemathesis();
     assert!(tool.is_file(), "{} is missing: run scripts/pytools.sh (make test does)", tool.display());
     let env = TestEnv::with("fuzz_api", |c| {
-        c.api.token = TOKEN.into();
+        c.api.token = Some(shardflow_config::Secret::new(TOKEN));
         c.api.max_generated_rows = 5_000;
         c.api.max_upload_bytes = 1 << 20;
         c.api.wait_timeout = Duration::from_secs(60);

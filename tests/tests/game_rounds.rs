@@ -159,7 +159,7 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
     // Walk every page: each aggregate once, each equal to the CSV's.
     let client = reqwest::Client::new();
     let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let mut next = Some(format!("/aggregated_game_rounds?page_size=1000"));
+    let mut next = Some("/aggregated_game_rounds?page_size=1000".to_string());
     let mut pages = 0;
     while let Some(link) = next {
         let page: Value = client.get(format!("{base}{link}")).send().await.expect("page").json().await.expect("JSON");

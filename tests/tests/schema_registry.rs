@@ -65,7 +65,7 @@ async fn serve_registry() -> (String, Arc<Registry>) {
 async fn a_configured_registry_numbers_the_schema_and_the_sink_reads_through_it() {
     let (registry_url, registry) = serve_registry().await;
     let env = TestEnv::with("schema_registry", |c| {
-        c.game_rounds.schema_registry_url = registry_url.clone();
+        c.game_rounds.schema_registry_url = Some(registry_url.parse().expect("registry URL"));
         c.game_rounds.batch_rows = 300;
         c.game_rounds.flush_interval = Duration::from_millis(200);
     });

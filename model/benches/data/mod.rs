@@ -8,7 +8,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// `n` heavy-tailed, four-mode amounts (seed 1): the first `m` values of `amounts(n)`
 /// are `amounts(m)`.
-pub fn amounts(n: usize) -> Vec<f64> {
+pub(crate) fn amounts(n: usize) -> Vec<f64> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
     let modes =
         [LogNormal::new(0.0, 0.3), LogNormal::new(3.1, 0.55), LogNormal::new(4.55, 0.6), LogNormal::new(6.0, 0.7)];
