@@ -4,8 +4,9 @@
 #   tansu       Kafka API 127.0.0.1:9092, durable SQLite storage (built from crates.io with
 #               the patches in scripts/tansu/patches/ applied; see scripts/tansu/README.md)
 # The patched broker is built once per machine into a cache outside the checkout,
-# ${SHARDFLOW_CACHE:-~/.cache/shardflow}/tansu-<stamp>/, keyed by the patches and the lock
-# file, so every clone and every CI run reuses it. Service state (databases, logs) lives in
+# ${SHARDFLOW_CACHE:-~/.cache/shardflow}/tansu-<stamp>/, keyed by a hash of
+# scripts/tansu/{Cargo.toml,Cargo.lock,src/bin/*.rs} and the patches, so every clone and
+# every CI run reuses it. Service state (databases, logs) lives in
 # .services/ at the repository root (git ignores it).
 #
 # usage: scripts/services.sh up|down|status|clickhouse-up|stop-clickhouse|kill-clickhouse|start-clickhouse
@@ -168,6 +169,12 @@ start_clickhouse() {
 }
 
 start_kafka() {
+  # A broker this script started from another build (the patches changed) is replaced.
+  if port_open 9092 && [ -f "$kafka_dir/pid" ] && kill -0 "$(cat "$kafka_dir/pid")" 2>/dev/null \
+     && [ "$(cat "$kafka_dir/binary" 2>/dev/null)" != "$tansu_bin" ]; then
+    say "the running broker was built from other patches: restarting it on $tansu_bin"
+    stop_pidfile tansu "$kafka_dir/pid" 9092
+  fi
   if port_open 9092; then say "broker already listens on 9092"; return 0; fi
   mkdir -p "$kafka_dir"
   say "starting tansu ($kafka_dir/tansu.db)"
@@ -178,6 +185,7 @@ start_kafka() {
       --advertised-listener-url tcp://127.0.0.1:9092 \
       --storage-engine sqlite://tansu.db >"$kafka_dir/tansu.log" 2>&1) &
   echo $! >"$kafka_dir/pid"
+  echo "$tansu_bin" >"$kafka_dir/binary"
   wait_for "Kafka broker (tansu)" 60 port_open 9092 \
     || fail "tansu did not listen on 127.0.0.1:9092 within 60 s; see $kafka_dir/tansu.log"
 }

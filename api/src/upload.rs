@@ -13,6 +13,7 @@ use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
+use shardflow_storage::text::{TextError, csv_reader, is_null, open_text};
 use shardflow_storage::write_atomically;
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
@@ -167,15 +168,15 @@ fn as_parquet(upload: &Path, shard: &Path) -> Result<(), ApiError> {
 /// with the line) at the first value that is not a number: a shard is all or nothing.
 fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_csv", message);
-    let text = shardflow_rounds::publish::open_text(csv_path).map_err(|e| match e {
-        shardflow_rounds::publish::CsvError::Io(e) => ApiError::internal(&e),
+    let text = open_text(csv_path).map_err(|e| match e {
+        TextError::Io(e) => ApiError::internal(&e),
         other => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "not_a_shard",
             format!("the upload is neither Parquet nor CSV: {other}"),
         ),
     })?;
-    let mut reader = shardflow_rounds::publish::csv_reader(text);
+    let mut reader = csv_reader(text);
     let headers = reader.headers().map_err(|e| bad(format!("CSV header line: {e}")))?.clone();
     let column = headers
         .iter()
@@ -203,7 +204,7 @@ fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
             if more {
                 let line = record.position().map_or(0, csv::Position::line);
                 let text = record.get(column).unwrap_or("").trim();
-                let value = if text.is_empty() || text.eq_ignore_ascii_case("nan") {
+                let value = if is_null(text) {
                     None
                 } else {
                     match text.parse::<f64>() {

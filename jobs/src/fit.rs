@@ -32,7 +32,7 @@ pub enum FitError {
     #[error(transparent)]
     Shard(#[from] ShardError),
     /// The mixture could not be fitted.
-    #[error("fitting column `{column}`: {source}")]
+    #[error("fitting column `{column}`: {source}{}", advice(source))]
     Model {
         /// The column.
         column: String,
@@ -50,6 +50,21 @@ pub enum FitError {
     /// Registering in ClickHouse failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+}
+
+/// What a user of the configuration can do about a fit the model refused: the model
+/// states facts, the caller knows which settings lead there.
+pub fn advice(error: &ModelError) -> &'static str {
+    match error {
+        ModelError::NonFinite(_) => "; drop NaN and infinities first",
+        ModelError::TooManyCategories { .. } => {
+            "; drop the column from fit.columns, or raise fit.inference.max_categories"
+        }
+        ModelError::NoValues(_) => "; drop the column, or declare it categorical in fit.kinds",
+        ModelError::NoModes(_) => "; give its modes in fit.modes, or lower fit.inference.mode_min_share",
+        ModelError::Version { .. } | ModelError::IdMismatch { .. } => "; refit with `producer fit`",
+        _ => "",
+    }
 }
 
 /// `metadata.json`: what the model was fitted on.

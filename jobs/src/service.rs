@@ -20,7 +20,7 @@ use shardflow_store::{Index, IndexError, JobRow, JobStatus};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::fit::{FitError, fit_shards, register, write_model};
+use crate::fit::{FitError, advice, fit_shards, register, write_model};
 use crate::publish::{PublishError, Published, Publisher, new_job, record_final};
 
 /// Why a submission was refused; nothing was recorded or sent.
@@ -185,7 +185,7 @@ impl JobService {
     pub async fn model(&self, model_id: &str) -> Result<Model, SubmitError> {
         let row = self.index.model(model_id).await?.ok_or_else(|| SubmitError::NoModel(model_id.to_string()))?;
         Model::from_json(&row.model_json)
-            .map_err(|e| SubmitError::ModelUnusable { model_id: row.model_id, reason: e.to_string() })
+            .map_err(|e| SubmitError::ModelUnusable { model_id: row.model_id, reason: format!("{e}{}", advice(&e)) })
     }
 
     /// Check the shard at `path` (confined by the caller), record a job for it and start

@@ -16,7 +16,6 @@
 
 use rayon::prelude::*;
 
-use crate::gmm::LogRho;
 use crate::lanes::{self, Acc, Kernel, Lanes, exp, lane_sum, max};
 
 /// Rows per parallel task.
@@ -145,6 +144,15 @@ pub(crate) fn label_moments(x: &[f64], labels: &[usize], k: usize) -> Vec<Moment
         moments[l].m2 += d * d;
     }
     moments
+}
+
+/// Per component, the terms of ln rho(x) = constant - half_precision (x - mean)^2: what
+/// the E-step needs of the posterior (computed from it in `gmm`, which calls this module;
+/// this module never calls back).
+pub(crate) struct LogRho {
+    pub constant: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub half_precision: Vec<f64>,
 }
 
 /// Responsibilities of every row under `lr`, reduced to [`Stats`]; parallel over

@@ -7,7 +7,7 @@ use statrs::function::beta::ln_beta;
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use crate::ModelError;
-use crate::estep::{Moments, Sorted, e_step, label_moments};
+use crate::estep::{LogRho, Moments, Sorted, e_step, label_moments};
 use crate::kmeans::kmeans_labels_of_sorted;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
@@ -353,12 +353,6 @@ fn expected_log_weights(a: &[f64], b: &[f64]) -> Vec<f64> {
 
 /// Per component `(constant, mean, 1 / (2 C))` so that
 /// `ln rho(x) = constant - (x - mean)^2 / (2 C)`.
-pub(crate) struct LogRho {
-    pub constant: Vec<f64>,
-    pub mean: Vec<f64>,
-    pub half_precision: Vec<f64>,
-}
-
 impl LogRho {
     fn new(a: &[f64], b: &[f64], beta: &[f64], m: &[f64], nu: &[f64], c: &[f64]) -> Self {
         let elw = expected_log_weights(a, b);

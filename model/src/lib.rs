@@ -67,7 +67,7 @@ pub enum ModelError {
     #[error("cannot fit a mixture on an empty sample")]
     EmptySample,
     /// NaN or infinity in a fitting sample.
-    #[error("the fitting sample holds a non-finite value ({0}); drop NaN and infinities first")]
+    #[error("the fitting sample holds a non-finite value ({0})")]
     NonFinite(f64),
     /// The batch lacks a column the model needs.
     #[error("batch has no column `{column}` (columns: {available})")]
@@ -90,8 +90,7 @@ pub enum ModelError {
     /// `model.json` written by a newer or older, incompatible build.
     #[error(
         "model.json has format version {found}, this build reads versions {OLDEST_FORMAT_VERSION} to \
-         {FORMAT_VERSION}; refit with `producer fit` to write a current model (or upgrade shardflow \
-         to read a newer one)"
+         {FORMAT_VERSION}"
     )]
     Version {
         /// The version in the file.
@@ -101,10 +100,7 @@ pub enum ModelError {
     #[error("model.json is not a valid model: {0}")]
     Parse(#[from] serde_json::Error),
     /// A categorical column has more distinct values than allowed.
-    #[error(
-        "column `{column}` has more than {max} distinct values: drop it from fit.columns, or raise \
-         fit.inference.max_categories"
-    )]
+    #[error("column `{column}` has more than {max} distinct values")]
     TooManyCategories {
         /// The column.
         column: String,
@@ -112,21 +108,16 @@ pub enum ModelError {
         max: usize,
     },
     /// A numeric column has no finite value to fit a mixture on.
-    #[error("column `{0}` has no finite value to fit on: drop it, or declare it categorical in fit.kinds")]
+    #[error("column `{0}` has no finite value to fit on")]
     NoValues(String),
     /// A column configured as mixed has no value frequent enough to be a mode.
-    #[error(
-        "column `{0}` is mixed in fit.kinds, but no value holds fit.inference.mode_min_share of its rows: \
-         give its modes in fit.modes"
-    )]
+    #[error("column `{0}` is mixed, but no value holds the minimum share of its rows that makes a mode")]
     NoModes(String),
     /// A model whose columns lack what their kind needs.
     #[error("invalid model: {0}")]
     Invalid(String),
     /// The stored id does not match the content.
-    #[error(
-        "model id {stored} does not match its content (hash {computed}); the file was changed after fitting: refit"
-    )]
+    #[error("model id {stored} does not match its content (hash {computed}): the file was changed after fitting")]
     IdMismatch {
         /// The id in the file.
         stored: String,

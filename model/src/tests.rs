@@ -127,7 +127,7 @@ fn json_round_trip_keeps_id_and_detects_edits() {
     assert!(matches!(Model::from_json(&edited.to_string()), Err(ModelError::IdMismatch { .. })));
     edited["format_version"] = 99.into();
     let err = Model::from_json(&edited.to_string()).expect_err("version");
-    assert!(err.to_string().contains("refit with `producer fit`"), "{err}");
+    assert!(err.to_string().contains("reads versions"), "{err}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use shardflow_config::Config;
+use shardflow_jobs::fit::advice;
 use shardflow_model::{ColumnKind, ColumnModel, Model};
 use shardflow_store::Index;
 
@@ -19,7 +20,7 @@ const SHOWN_CATEGORIES: usize = 50;
 pub(crate) async fn load_model(id: &str, config: &Config) -> anyhow::Result<Model> {
     let read = |path: &Path| -> anyhow::Result<Model> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Model::from_json(&text).with_context(|| format!("loading {}", path.display()))
+        Model::from_json(&text).map_err(|e| anyhow::anyhow!("loading {}: {e}{}", path.display(), advice(&e)))
     };
     let given = Path::new(id);
     if given.is_file() {
@@ -37,7 +38,7 @@ pub(crate) async fn load_model(id: &str, config: &Config) -> anyhow::Result<Mode
             config.storage.model_root.display()
         )
     })?;
-    Ok(Model::from_json(&row.model_json)?)
+    Model::from_json(&row.model_json).map_err(|e| anyhow::anyhow!("model {id}: {e}{}", advice(&e)))
 }
 
 /// The model as text: per column its kind and where the kind came from, then its

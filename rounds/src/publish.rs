@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::store::{HourSums, RoundsStore, UploadRow};
 use chrono::{DateTime, NaiveDateTime};
 use csv::StringRecord;
-use encoding_rs_io::{DecodeReaderBytes, DecodeReaderBytesBuilder};
+use encoding_rs_io::DecodeReaderBytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -24,6 +24,7 @@ use shardflow_config::Config;
 use shardflow_kafka as kafka;
 use shardflow_schemas::CodecError;
 use shardflow_schemas::rounds::{GAME_ROUND_AVSC, GameRound, RoundCodec};
+use shardflow_storage::text::{TextError, csv_reader, is_null, open_text};
 use shardflow_store::{Index, IndexError, UploadStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
@@ -70,6 +71,15 @@ pub struct BadRow {
     pub line: u64,
     /// Why.
     pub reason: String,
+}
+
+impl From<TextError> for CsvError {
+    fn from(e: TextError) -> Self {
+        match e {
+            TextError::Io(e) => Self::Io(e),
+            TextError::NotText(reason) => Self::NotCsv(reason),
+        }
+    }
 }
 
 /// Reads game rounds from a CSV file, one row at a time.
@@ -155,56 +165,11 @@ impl RoundReader {
     }
 }
 
-/// Open a text file for CSV reading: refuse binary content, decode UTF-16 behind a BOM,
-/// drop a UTF-8 BOM, pass other bytes through (invalid UTF-8 then fails only its row).
-///
-/// # Errors
-/// [`CsvError::NotCsv`] for binary content, [`CsvError::Io`] when it cannot be read.
-pub fn open_text(path: &Path) -> Result<DecodeReaderBytes<File, Vec<u8>>, CsvError> {
-    let mut file = File::open(path)?;
-    sniff(&mut file)?;
-    file.rewind()?;
-    Ok(DecodeReaderBytesBuilder::new().utf8_passthru(true).strip_bom(true).build(file))
-}
-
-/// A CSV reader over decoded text. Rows end at `\n`, a `\r` before it is trimmed with
-/// the field: with the crate's default CRLF terminator the reported line of every row after
-/// a `\r\n` is one short.
-pub fn csv_reader<R: Read>(text: R) -> csv::Reader<R> {
-    csv::ReaderBuilder::new().flexible(true).terminator(csv::Terminator::Any(b'\n')).from_reader(text)
-}
-
 fn describe(kind: &csv::ErrorKind) -> String {
     match kind {
         csv::ErrorKind::Utf8 { err, .. } => format!("not valid text in field {}", err.field() + 1),
         other => format!("{other:?}"),
     }
-}
-
-/// Refuse binary content: a CSV is text, so its first kilobytes decode (UTF-8, or UTF-16
-/// behind a BOM) without NULs or control characters other than tab, CR and LF.
-fn sniff(file: &mut File) -> Result<(), CsvError> {
-    let mut head = Vec::with_capacity(8192);
-    file.by_ref().take(8192).read_to_end(&mut head)?;
-    if head.is_empty() {
-        return Err(CsvError::NotCsv("the file is empty".into()));
-    }
-    let mut text = Vec::new();
-    DecodeReaderBytesBuilder::new().strip_bom(true).build(&head[..]).read_to_end(&mut text)?;
-    let text = String::from_utf8_lossy(&text);
-    let sample: Vec<char> = text.chars().collect();
-    // A full sample may end inside a character: leave its last two out.
-    let keep = if head.len() == 8192 { sample.len().saturating_sub(2) } else { sample.len() };
-    if let Some(c) =
-        sample[..keep].iter().find(|c| (c.is_control() && !matches!(c, '\t' | '\r' | '\n')) || **c == '\u{fffd}')
-    {
-        return Err(CsvError::NotCsv(format!(
-            "binary content (character U+{:04X} in the first {} bytes)",
-            u32::from(*c),
-            head.len()
-        )));
-    }
-    Ok(())
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or ISO 8601 / RFC 3339 (`2024-01-31T12:00:00Z`,
@@ -223,7 +188,7 @@ fn timestamp(text: &str) -> Result<i64, String> {
 
 /// An amount: empty or `NaN` is null; anything else must be a finite number.
 fn amount(text: &str) -> Result<Option<f64>, String> {
-    if text.is_empty() || text.eq_ignore_ascii_case("nan") {
+    if is_null(text) {
         return Ok(None);
     }
     match text.parse::<f64>() {

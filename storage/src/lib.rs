@@ -5,6 +5,7 @@
 
 pub mod shard;
 pub mod table;
+pub mod text;
 
 use std::io;
 use std::path::{Component, Path, PathBuf};

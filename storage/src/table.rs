@@ -11,7 +11,10 @@ use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use encoding_rs_io::DecodeReaderBytes;
+
 use crate::shard::{ShardError, sample_rows};
+use crate::text::{NULL_PATTERN, TextError, open_text};
 
 /// Rows read per batch.
 const BATCH_ROWS: usize = 65_536;
@@ -40,7 +43,7 @@ pub fn list_table_shards(dir: &Path) -> Result<Vec<PathBuf>, ShardError> {
 
 enum Source {
     Parquet(ParquetRecordBatchReaderBuilder<File>),
-    Csv { file: File, schema: SchemaRef },
+    Csv { path: PathBuf, schema: SchemaRef },
 }
 
 /// A shard whose header was read: its full schema and the columns wanted.
@@ -50,6 +53,25 @@ pub struct Table {
     /// Indices of the wanted columns in the file, in file order.
     indices: Vec<usize>,
     schema: SchemaRef,
+}
+
+/// The CSV dialect of [`crate::text`], for arrow-csv: a header row, empty or `NaN` is null.
+fn csv_format() -> arrow_csv::reader::Format {
+    let format = arrow_csv::reader::Format::default().with_header(true);
+    match regex::Regex::new(NULL_PATTERN) {
+        Ok(nulls) => format.with_null_regex(nulls),
+        Err(_) => format, // The pattern is a constant the tests compile.
+    }
+}
+
+/// A CSV shard as decoded text (UTF-8, or UTF-16 behind a BOM).
+fn open_csv(path: &Path) -> Result<DecodeReaderBytes<File, Vec<u8>>, ShardError> {
+    open_text(path).map_err(|e| match e {
+        TextError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ShardError::NotFound(path.display().to_string())
+        }
+        other => ShardError::NotCsv { path: path.display().to_string(), reason: other.to_string() },
+    })
 }
 
 fn open_file(path: &Path) -> Result<File, ShardError> {
@@ -74,14 +96,15 @@ impl Table {
             let schema = match csv_schema {
                 Some(schema) => schema,
                 None => {
-                    let format = arrow_csv::reader::Format::default().with_header(true);
-                    let (schema, _) = format
-                        .infer_schema(&file, Some(CSV_INFER_ROWS))
-                        .map_err(|e| ShardError::NotCsv { path: shown.clone(), reason: e.to_string() })?;
+                    drop(file);
+                    let not_csv = |reason: String| ShardError::NotCsv { path: shown.clone(), reason };
+                    let (schema, _) = csv_format()
+                        .infer_schema(open_csv(path)?, Some(CSV_INFER_ROWS))
+                        .map_err(|e| not_csv(e.to_string()))?;
                     Arc::new(schema)
                 }
             };
-            (Source::Csv { file: open_file(path)?, schema: schema.clone() }, schema)
+            (Source::Csv { path: path.to_path_buf(), schema: schema.clone() }, schema)
         } else {
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| ShardError::NotParquet { path: shown.clone(), reason: e.to_string() })?;
@@ -159,12 +182,12 @@ impl Table {
                     .map_err(|e| ShardError::Read { path: self.shown.clone(), reason: e.to_string() })?;
                 Ok(Box::new(reader.map(move |b| b.map_err(&read))))
             }
-            Source::Csv { file, schema } => {
+            Source::Csv { path, schema } => {
                 let reader = arrow_csv::ReaderBuilder::new(schema)
-                    .with_header(true)
+                    .with_format(csv_format())
                     .with_batch_size(batch_rows)
                     .with_projection(self.indices)
-                    .build(file)
+                    .build(open_csv(&path)?)
                     .map_err(|e| ShardError::NotCsv { path: self.shown.clone(), reason: e.to_string() })?;
                 Ok(Box::new(reader.map(move |b| b.map_err(&read))))
             }

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::http::multipart;
 use crate::{TestEnv, consumer, eventually};
 use arrow_array::{Array, Float64Array, RecordBatch};
 use indicatif::ProgressBar;
@@ -28,18 +29,6 @@ pub async fn serve_api(config: &Config) -> String {
     let base = format!("http://{}", listener.local_addr().expect("address"));
     tokio::spawn(serve(listener, state, std::future::pending()));
     base
-}
-
-/// A multipart/form-data body holding one file field; its content type and bytes.
-pub fn multipart(field: &str, file_name: &str, content: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "shardflow-test-boundary-7d1f";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: text/csv\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// Upload `csv` to `POST /csv_upload`; the answer, which must be 200.

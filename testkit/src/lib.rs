@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod dataset;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

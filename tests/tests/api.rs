@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shardflow_api::{AppState, router};
+use shardflow_testkit::http::{oneshot, oneshot_json};
 use shardflow_testkit::{TestEnv, eventually};
 
 const TOKEN: &str = "s3cret-token";
@@ -26,16 +26,11 @@ impl Api {
     }
 
     async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
-        let response = tower::ServiceExt::oneshot(self.app.clone(), request).await.expect("response");
-        let status = response.status();
-        (status, response.into_body().collect().await.expect("body").to_bytes().to_vec())
+        oneshot(&self.app, request).await
     }
 
     async fn json(&self, request: Request<Body>) -> (StatusCode, Value) {
-        let (status, bytes) = self.send(request).await;
-        let json =
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
-        (status, json)
+        oneshot_json(&self.app, request).await
     }
 
     fn uploads(&self) -> Vec<std::path::PathBuf> {
@@ -58,15 +53,7 @@ fn get(uri: &str) -> Request<Body> {
 }
 
 fn multipart(field: &str, content: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "api-test-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"upload\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+    shardflow_testkit::http::multipart(field, "upload", content)
 }
 
 fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str, message: &str) {

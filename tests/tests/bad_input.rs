@@ -6,7 +6,6 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
 use parquet::arrow::ArrowWriter;
 use shardflow_api::{AppState, router};
 use shardflow_testkit::TestEnv;
@@ -16,12 +15,7 @@ async fn post(app: &axum::Router, body: &str, content_type: &str) -> (StatusCode
         .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body.to_string()))
         .expect("request");
-    let response = tower::ServiceExt::oneshot(app.clone(), request).await.expect("response");
-    let status = response.status();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    let json =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
-    (status, json)
+    shardflow_testkit::http::oneshot_json(app, request).await
 }
 
 fn file_path(path: &str) -> String {
