@@ -13,6 +13,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
+pub use shardflow_model::FitStrategy;
 use shardflow_model::{ColumnKind, ColumnSpec, InferenceParams, MixtureParams};
 pub use url::Url;
 
@@ -166,21 +167,6 @@ impl FitConfig {
         }
         Ok(())
     }
-}
-
-/// How a model is fitted over several shards (see the README's comparison).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FitStrategy {
-    /// The samples of every shard pooled into one fit: every shard counts equally.
-    #[default]
-    Pooled,
-    /// Shard after shard, each fit starting from the previous one, as scikit-learn's
-    /// `warm_start=True` (the original service's way): mostly reflects the last shards.
-    WarmStart,
-    /// Shard after shard, the previous posterior becoming the next prior (streaming
-    /// variational update): every shard counts, one shard's sample in memory at a time.
-    Streaming,
 }
 
 /// The HTTP API.

@@ -17,7 +17,7 @@ use rand_distr::{Distribution, LogNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use shardflow_config::FitStrategy;
 use shardflow_generate::{GenerateOptions, generate};
-use shardflow_jobs::fit::fit_samples;
+use shardflow_model::fit_parts;
 use shardflow_model::{Mixture, MixtureParams};
 use shardflow_storage::shard::{AMOUNT, sample};
 use shardflow_storage::table::list_shards;
@@ -94,7 +94,7 @@ fn compare(title: &str, shards: &Shards) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|");
     for strategy in [FitStrategy::Pooled, FitStrategy::WarmStart, FitStrategy::Streaming] {
         let start = Instant::now();
-        let mixture = fit_samples(&samples, strategy, &params)?;
+        let mixture = fit_parts(&samples, strategy, &params)?;
         let took = start.elapsed().as_secs_f64();
         let per_shard: Vec<f64> = shards.iter().map(|(_, held)| mixture.mean_log_likelihood(held)).collect();
         let all = per_shard.iter().sum::<f64>() / per_shard.len() as f64;

@@ -1,26 +1,22 @@
-//! Fitting a model over every shard of a dataset: a seeded sample from each shard
-//! (read in parallel), combined by `fit.strategy` (pooled by default, or shard after
-//! shard: warm start or streaming update) into one mixture; written as `model.json` and
-//! `metadata.json` and registered in ClickHouse.
+//! Fitting a model over every shard of a dataset, one path for every table: a seeded row
+//! sample from each shard (Parquet or CSV, read `threads` at a time), then each column's
+//! encoding — its kind given by `fit.kinds` / `fit.modes` or inferred, its mixture fitted
+//! over the shards' samples as `fit.strategy` says (pooled by default, or shard after shard:
+//! warm start or streaming update). Written as `model.json` and `metadata.json` and
+//! registered in ClickHouse.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use arrow_array::{Array, RecordBatch};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use shardflow_config::{FitConfig, FitStrategy};
-use shardflow_model::{
-    ColumnModel, FORMAT_VERSION, Mixture, Model, ModelError, ValidMixtureParams, fit, fit_streaming, fit_warm_start,
-};
+use shardflow_model::{ColumnKind, ColumnModel, FORMAT_VERSION, Model, ModelError, fit_column_in_parts};
+use shardflow_storage::shard::{AMOUNT, ShardError, ShardStats};
+use shardflow_storage::table::{ColumnStats, Table, conform, is_csv, sample_table};
 use shardflow_storage::write_atomically;
 use shardflow_store::{Index, IndexError, ModelRow};
-
-use std::sync::Arc;
-
-use arrow_schema::Schema;
-use shardflow_model::ColumnKind;
-use shardflow_storage::shard::{ShardError, ShardStats, sample};
-use shardflow_storage::table::{ColumnStats, Table, conform, is_csv, sample_table};
 
 /// Why a fit failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,22 +112,62 @@ pub struct ColumnMetadata {
     pub converged: bool,
 }
 
-type Sampled = Result<(Vec<f64>, ShardStats), ShardError>;
+/// Whether shards of `schema` (the columns fitted) are the main dataset: one number named
+/// `Amount`, about which the configuration says nothing.
+fn is_amount(schema: &arrow_schema::Schema, config: &FitConfig) -> bool {
+    schema.fields().len() == 1
+        && schema.field(0).name() == AMOUNT
+        && schema.field(0).data_type().is_numeric()
+        && config.kinds.is_empty()
+        && config.modes.is_empty()
+}
 
-/// Sample every shard (in parallel, `threads` at a time) and fit `column`.
+/// The dataset a directory of shards is, when not named: `Amount` for the main dataset
+/// (see [`fit`]), else the directory's name.
 ///
 /// # Errors
-/// [`FitError`] when a shard is unusable or the sample cannot be fitted.
-pub fn fit_shards(
+/// [`FitError`] when there is no shard or the first cannot be read.
+pub fn dataset_of(dir: &Path, shards: &[PathBuf], config: &FitConfig) -> Result<String, FitError> {
+    let first = shards.first().ok_or_else(|| FitError::NoShards(dir.display().to_string()))?;
+    if is_amount(&Table::open(first, &config.columns, None)?.schema(), config) {
+        return Ok(AMOUNT.to_string());
+    }
+    let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned()));
+    Ok(name.unwrap_or_else(|| "table".into()))
+}
+
+/// One shard's seeded sample, its row count and its columns' statistics.
+type Sampled = Result<(RecordBatch, u64, Vec<ColumnStats>), ShardError>;
+
+/// Fit one model over every shard: a seeded sample of up to `fit.sample_rows_per_shard`
+/// rows from each (read `threads` at a time), then each column's encoding (see
+/// [`shardflow_model::fit_column_in_parts`]), in the order of `fit.columns` or of the first
+/// shard. A dataset whose only column is a number named `Amount` (and that the
+/// configuration says nothing about) is the main dataset: that column is continuous.
+///
+/// # Errors
+/// [`FitError`] when a shard is unusable, a configured column is missing, or a column
+/// cannot be fitted.
+pub fn fit(
     shards: &[PathBuf],
-    column: &str,
+    dataset: &str,
     config: &FitConfig,
     threads: usize,
     progress: &ProgressBar,
 ) -> Result<(Model, Metadata), FitError> {
-    if shards.is_empty() {
-        return Err(FitError::NoShards("the request".into()));
-    }
+    let first = shards.first().ok_or_else(|| FitError::NoShards("the request".into()))?;
+    let named: Vec<String> = config.kinds.keys().chain(config.modes.keys()).cloned().collect();
+    // Configured kinds and modes must name real columns, even when fit.columns is empty.
+    Table::open(first, &named, None)?;
+    let head = Table::open(first, &config.columns, None)?;
+    let csv_schema = head.csv_schema();
+    let schema = head.schema();
+    let order: Vec<String> = if config.columns.is_empty() {
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    } else {
+        config.columns.clone()
+    };
+    let amount = is_amount(&schema, config);
     let seed = config.mixture.seed;
     let next = AtomicUsize::new(0);
     let mut samples: Vec<Option<Sampled>> = (0..shards.len()).map(|_| None).collect();
@@ -144,7 +180,10 @@ pub fn fit_shards(
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = shards.get(i) else { return done };
                         let shard_seed = seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
-                        done.push((i, sample(path, column, config.sample_rows_per_shard, shard_seed)));
+                        let csv = if is_csv(path) { csv_schema.clone() } else { None };
+                        let sampled = sample_table(path, &order, csv, config.sample_rows_per_shard, shard_seed)
+                            .and_then(|(sample, rows, stats)| Ok((conform(path, sample, &schema)?, rows, stats)));
+                        done.push((i, sampled));
                         progress.inc(1);
                     }
                 })
@@ -156,68 +195,73 @@ pub fn fit_shards(
             }
         }
     });
-    let mut stats = Vec::with_capacity(shards.len());
-    let samples = samples
-        .into_iter()
-        .zip(shards)
-        .map(|(slot, path)| {
-            let (values, s) = slot.unwrap_or_else(|| {
-                Err(ShardError::Read { path: path.display().to_string(), reason: "sampling thread failed".into() })
-            })?;
-            stats.push(s);
-            Ok(values)
-        })
-        .collect::<Result<Vec<_>, FitError>>()?;
 
-    let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: column.into(), source })?;
-    let mixture = fit_samples(&samples, config.strategy, &params)
-        .map_err(|source| FitError::Model { column: column.into(), source })?;
-    let metadata_column = ColumnMetadata {
-        name: column.to_string(),
-        kind: "continuous".into(),
-        min: stats.iter().map(|s| s.min).fold(f64::INFINITY, f64::min),
-        max: stats.iter().map(|s| s.max).fold(f64::NEG_INFINITY, f64::max),
-        rows: stats.iter().map(|s| s.rows).sum(),
-        nulls: stats.iter().map(|s| s.nulls).sum(),
-        sampled: samples.iter().map(|s| s.len() as u64).sum(),
-        valid_components: mixture.valid_components().len(),
-        n_iter: mixture.n_iter,
-        converged: mixture.converged,
-    };
-    let model = Model::new(column, vec![ColumnModel::continuous(column, mixture)]);
+    let mut parts = Vec::with_capacity(shards.len());
+    let mut shard_stats = Vec::with_capacity(shards.len());
+    let mut columns_stats: Vec<ColumnStats> = Vec::new();
+    let mut rows_total = 0;
+    for (slot, path) in samples.into_iter().zip(shards) {
+        let (sample, rows, stats) = slot.unwrap_or_else(|| {
+            Err(ShardError::Read { path: path.display().to_string(), reason: "sampling thread failed".into() })
+        })?;
+        let numeric = |s: &ColumnStats| s.min <= s.max;
+        shard_stats.push(ShardStats {
+            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            rows,
+            nulls: stats.iter().map(|s| s.nulls).sum(),
+            sampled: sample.num_rows() as u64,
+            min: stats.iter().filter(|s| numeric(s)).map(|s| s.min).fold(f64::INFINITY, f64::min),
+            max: stats.iter().filter(|s| numeric(s)).map(|s| s.max).fold(f64::NEG_INFINITY, f64::max),
+        });
+        if columns_stats.is_empty() {
+            columns_stats = stats;
+        } else {
+            for (all, s) in columns_stats.iter_mut().zip(stats) {
+                all.nulls += s.nulls;
+                all.min = all.min.min(s.min);
+                all.max = all.max.max(s.max);
+            }
+        }
+        rows_total += rows;
+        parts.push(sample);
+    }
+    let read =
+        |e: arrow_schema::ArrowError| ShardError::Read { path: first.display().to_string(), reason: e.to_string() };
+    let lengths: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+    let sample = arrow_select::concat::concat_batches(&schema, &parts).map_err(read)?;
+    drop(parts);
+
+    let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: "*".into(), source })?;
+    let mut columns = Vec::with_capacity(order.len());
+    let mut metadata_columns = Vec::with_capacity(order.len());
+    for name in &order {
+        let Some((index, _)) = schema.column_with_name(name) else { continue };
+        let mut spec = config.spec(name);
+        if amount {
+            spec.kind = Some(ColumnKind::Continuous);
+        }
+        let values = sample.column(index);
+        let column =
+            fit_column_in_parts(name, values.as_ref(), &lengths, &spec, &config.inference, &params, config.strategy)
+                .map_err(|source| FitError::Model { column: name.clone(), source })?;
+        let sampled = values.len() - values.null_count();
+        metadata_columns.push(column_metadata(&column, &columns_stats[index], rows_total, sampled));
+        columns.push(column);
+    }
+    let model = Model::new(dataset, columns);
+    model.check().map_err(|source| FitError::Model { column: "*".into(), source })?;
     let metadata = Metadata {
         model_id: model.model_id.clone(),
         format_version: FORMAT_VERSION,
-        dataset: column.to_string(),
+        dataset: dataset.to_string(),
         seed,
         strategy: config.strategy,
         sample_rows_per_shard: config.sample_rows_per_shard,
         created_at: shardflow_store::unix_now(),
-        columns: vec![metadata_column],
-        shards: stats,
+        columns: metadata_columns,
+        shards: shard_stats,
     };
     Ok((model, metadata))
-}
-
-/// One mixture from per-shard samples (in shard order), combined by `strategy`. Empty
-/// samples (shards of nulls only) are skipped.
-///
-/// # Errors
-/// [`ModelError::EmptySample`] when every sample is empty, or what the fit reports.
-pub fn fit_samples(
-    samples: &[Vec<f64>],
-    strategy: FitStrategy,
-    params: &ValidMixtureParams,
-) -> Result<Mixture, ModelError> {
-    let mut shards = samples.iter().filter(|s| !s.is_empty());
-    match strategy {
-        FitStrategy::Pooled => fit(&samples.concat(), params),
-        FitStrategy::WarmStart | FitStrategy::Streaming => {
-            let first = shards.next().ok_or(ModelError::EmptySample)?;
-            let step = if strategy == FitStrategy::WarmStart { fit_warm_start } else { fit_streaming };
-            shards.try_fold(fit(first, params)?, |previous, sample| step(sample, &previous, params))
-        }
-    }
 }
 
 /// Write `model.json` and `metadata.json` into `dir` (each atomically).
@@ -251,96 +295,6 @@ pub async fn register(index: &Index, dir: &Path, model: &Model, metadata: &Metad
     Ok(())
 }
 
-/// Fit one model over every shard: a seeded sample of up to
-/// `fit.sample_rows_per_shard` rows from each (in order), then each column's encoding
-/// (see [`shardflow_model::fit_column`]), in the order of `fit.columns` or of the first
-/// shard.
-///
-/// # Errors
-/// [`FitError`] when a shard is unusable, a configured column is missing, or a column
-/// cannot be fitted.
-pub fn fit_table(
-    shards: &[PathBuf],
-    dataset: &str,
-    config: &FitConfig,
-    progress: &ProgressBar,
-) -> Result<(Model, Metadata), FitError> {
-    let first = shards.first().ok_or_else(|| FitError::NoShards("the request".into()))?;
-    let named: Vec<String> = config.kinds.keys().chain(config.modes.keys()).cloned().collect();
-    // Configured kinds and modes must name real columns, even when fit.columns is empty.
-    Table::open(first, &named, None)?;
-    let head = Table::open(first, &config.columns, None)?;
-    let csv_schema = head.csv_schema();
-    let schema = head.schema();
-    let order: Vec<String> = if config.columns.is_empty() {
-        schema.fields().iter().map(|f| f.name().clone()).collect()
-    } else {
-        config.columns.clone()
-    };
-    let seed = config.mixture.seed;
-    let mut parts = Vec::with_capacity(shards.len());
-    let mut shard_stats = Vec::with_capacity(shards.len());
-    let mut columns_stats: Vec<ColumnStats> = Vec::new();
-    let mut rows_total = 0;
-    for (i, path) in shards.iter().enumerate() {
-        let shard_seed = seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
-        let csv = if is_csv(path) { csv_schema.clone() } else { None };
-        let (sample, rows, stats) = sample_table(path, &order, csv, config.sample_rows_per_shard, shard_seed)?;
-        let sample = conform(path, sample, &schema)?;
-        shard_stats.push(ShardStats {
-            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            rows,
-            nulls: stats.iter().map(|s| s.nulls).sum(),
-            sampled: sample.num_rows() as u64,
-            min: f64::NAN,
-            max: f64::NAN,
-        });
-        if columns_stats.is_empty() {
-            columns_stats = stats;
-        } else {
-            for (all, s) in columns_stats.iter_mut().zip(stats) {
-                all.nulls += s.nulls;
-                all.min = all.min.min(s.min);
-                all.max = all.max.max(s.max);
-            }
-        }
-        rows_total += rows;
-        parts.push(sample);
-        progress.inc(1);
-    }
-    let read =
-        |e: arrow_schema::ArrowError| ShardError::Read { path: first.display().to_string(), reason: e.to_string() };
-    let sample = arrow_select::concat::concat_batches(&schema, &parts).map_err(read)?;
-    drop(parts);
-
-    let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: "*".into(), source })?;
-    let mut columns = Vec::with_capacity(order.len());
-    let mut metadata_columns = Vec::with_capacity(order.len());
-    for name in &order {
-        let Some((index, _)) = schema.column_with_name(name) else { continue };
-        let values = sample.column(index);
-        let column = shardflow_model::fit_column(name, values.as_ref(), &config.spec(name), &config.inference, &params)
-            .map_err(|source| FitError::Model { column: name.clone(), source })?;
-        metadata_columns.push(column_metadata(&column, &columns_stats[index], rows_total, sample.num_rows()));
-        columns.push(column);
-    }
-    let model = Model::new(dataset, columns);
-    model.check().map_err(|source| FitError::Model { column: "*".into(), source })?;
-    let metadata = Metadata {
-        model_id: model.model_id.clone(),
-        format_version: FORMAT_VERSION,
-        dataset: dataset.to_string(),
-        seed,
-        // Tables pool their samples whatever fit.strategy says (see the README).
-        strategy: FitStrategy::Pooled,
-        sample_rows_per_shard: config.sample_rows_per_shard,
-        created_at: shardflow_store::unix_now(),
-        columns: metadata_columns,
-        shards: shard_stats,
-    };
-    Ok((model, metadata))
-}
-
 fn column_metadata(column: &ColumnModel, stats: &ColumnStats, rows: u64, sampled: usize) -> ColumnMetadata {
     let numeric = column.kind != ColumnKind::Categorical && stats.min <= stats.max;
     let mixture = column.mixture.as_ref();
@@ -356,19 +310,4 @@ fn column_metadata(column: &ColumnModel, stats: &ColumnStats, rows: u64, sampled
         n_iter: mixture.map_or(0, |m| m.n_iter),
         converged: mixture.is_none_or(|m| m.converged),
     }
-}
-
-/// Whether a dataset is the single-column `Amount` kind that [`fit_shards`]
-/// fits (Parquet shards whose only column is a number named `column`, and no columns
-/// named in the configuration), rather than a table fitted column by column.
-///
-/// # Errors
-/// [`ShardError`] when the first shard cannot be read.
-pub fn is_single_column(shards: &[PathBuf], column: &str, config: &FitConfig) -> Result<bool, ShardError> {
-    if config.names_columns() || shards.iter().any(|p| is_csv(p)) {
-        return Ok(false);
-    }
-    let Some(first) = shards.first() else { return Ok(false) };
-    let schema: Arc<Schema> = Table::open(first, &[], None)?.schema();
-    Ok(schema.fields().len() == 1 && schema.field(0).name() == column && schema.field(0).data_type().is_numeric())
 }

@@ -7,13 +7,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use indicatif::ProgressBar;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use shardflow_config::Config;
 use shardflow_config::{KafkaConfig, PublishConfig};
+use shardflow_kafka::in_flight::{InFlight, Outgoing};
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
 use shardflow_schemas::{ChunkCodec, CodecError};
@@ -172,7 +171,9 @@ impl Publisher {
             }
         });
 
-        let mut in_flight = FuturesUnordered::new();
+        let progress = progress.clone();
+        let mut in_flight = InFlight::new(&self.producer, &self.kafka.topic, self.publish.max_in_flight)
+            .on_ack(move |rows| progress.inc(rows));
         let mut chunks = 0u64;
         let mut rows = 0u64;
         let mut failure = None;
@@ -184,56 +185,32 @@ impl Publisher {
                     break;
                 }
             };
-            let seq = chunks;
+            let message = self.chunk_message(job_id, chunks, model_id, payload, n);
             chunks += 1;
             rows += n;
-            in_flight.push(self.send(job_id, seq, model_id, payload, n, progress));
-            while in_flight.len() >= self.publish.max_in_flight {
-                if let Some(Err(e)) = in_flight.next().await {
-                    failure.get_or_insert(e);
-                }
-            }
-            if failure.is_some() {
+            if let Err(e) = in_flight.send(message).await {
+                failure = Some(e.into());
                 break;
             }
         }
         drop(rx);
-        while let Some(result) = in_flight.next().await {
-            if let Err(e) = result {
-                failure.get_or_insert(e);
-            }
-        }
+        let (_, delivered) = in_flight.finish().await;
         let _ = reader.await;
-        match failure {
+        match failure.or(delivered.err().map(PublishError::from)) {
             Some(e) => Err(e),
             None => Ok(Published { job_id: job_id.to_string(), rows, chunks }),
         }
     }
 
-    fn send(
-        &self,
-        job_id: &str,
-        seq: u64,
-        model_id: &str,
-        payload: Vec<u8>,
-        rows: u64,
-        progress: &ProgressBar,
-    ) -> impl Future<Output = Result<(), PublishError>> + use<'_> {
-        let key = format!("{job_id}/{seq}");
+    /// Chunk `seq` of a job as a message: keyed `<job>/<seq>`, with the headers workers read.
+    fn chunk_message(&self, job_id: &str, seq: u64, model_id: &str, payload: Vec<u8>, rows: u64) -> Outgoing {
         let seq_text = seq.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header { key: headers::JOB_ID, value: Some(job_id) })
             .insert(Header { key: headers::CHUNK, value: Some(&seq_text) })
             .insert(Header { key: headers::MODEL_ID, value: Some(model_id) })
             .insert(Header { key: headers::SCHEMA, value: Some(self.codec.schema_name()) });
-        let progress = progress.clone();
-        async move {
-            let record = FutureRecord::to(&self.kafka.topic).key(&key).payload(&payload).headers(headers);
-            // Queue-full is retried inside `send` until the timeout: backpressure, not failure.
-            self.producer.send(record, Duration::from_secs(300)).await.map_err(|(e, _)| PublishError::Kafka(e))?;
-            progress.inc(rows);
-            Ok(())
-        }
+        Outgoing { key: format!("{job_id}/{seq}"), payload, headers: Some(headers), weight: rows }
     }
 }
 

@@ -20,7 +20,7 @@ use shardflow_store::{Index, IndexError, JobRow, JobStatus};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::fit::{FitError, advice, fit_shards, register, write_model};
+use crate::fit::{FitError, advice, fit, register, write_model};
 use crate::publish::{PublishError, Published, Publisher, new_job, record_final};
 
 /// Why a submission was refused; nothing was recorded or sent.
@@ -316,13 +316,19 @@ impl JobService {
         if !shards.iter().any(|p| p == shard) {
             shards.push(shard.to_path_buf());
         }
-        let fit_config = self.config.fit.clone();
+        // The `Amount` column alone, whatever else the shards hold or the configuration
+        // says about other datasets' columns.
+        let fit_config = shardflow_config::FitConfig {
+            columns: vec![AMOUNT.to_string()],
+            kinds: Default::default(),
+            modes: Default::default(),
+            ..self.config.fit.clone()
+        };
         let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        let (model, metadata) = tokio::task::spawn_blocking(move || {
-            fit_shards(&shards, AMOUNT, &fit_config, threads, &ProgressBar::hidden())
-        })
-        .await
-        .map_err(|e| FitError::NoShards(format!("the fit task failed: {e}")))??;
+        let (model, metadata) =
+            tokio::task::spawn_blocking(move || fit(&shards, AMOUNT, &fit_config, threads, &ProgressBar::hidden()))
+                .await
+                .map_err(|e| FitError::NoShards(format!("the fit task failed: {e}")))??;
         let model_dir = self.config.storage.model_root.join(&model.model_id);
         write_model(&model_dir, &model, &metadata)?;
         register(&self.index, &model_dir, &model, &metadata).await?;

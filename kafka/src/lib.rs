@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod dead_letter;
+pub mod in_flight;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

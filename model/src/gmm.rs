@@ -549,3 +549,39 @@ mod tests {
         }
     }
 }
+
+/// How one mixture is fitted over the samples of several shards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitStrategy {
+    /// The samples of every shard pooled into one fit: every shard counts equally.
+    #[default]
+    Pooled,
+    /// Shard after shard, each fit starting from the previous one, as scikit-learn's
+    /// `warm_start=True` (the original service's way): mostly reflects the last shards.
+    WarmStart,
+    /// Shard after shard, the previous posterior becoming the next prior (streaming
+    /// variational update): every shard counts, one shard's sample in memory at a time.
+    Streaming,
+}
+
+/// One mixture from per-shard samples (in shard order), combined by `strategy`. Empty
+/// samples (shards of nulls only) are skipped.
+///
+/// # Errors
+/// [`ModelError::EmptySample`] when every sample is empty, or what the fit reports.
+pub fn fit_parts(
+    parts: &[Vec<f64>],
+    strategy: FitStrategy,
+    params: &ValidMixtureParams,
+) -> Result<Mixture, ModelError> {
+    let mut shards = parts.iter().filter(|s| !s.is_empty());
+    match strategy {
+        FitStrategy::Pooled => fit(&parts.concat(), params),
+        FitStrategy::WarmStart | FitStrategy::Streaming => {
+            let first = shards.next().ok_or(ModelError::EmptySample)?;
+            let step = if strategy == FitStrategy::WarmStart { fit_warm_start } else { fit_streaming };
+            shards.try_fold(fit(first, params)?, |previous, sample| step(sample, &previous, params))
+        }
+    }
+}

@@ -5,7 +5,7 @@ use arrow_schema::DataType;
 use serde::{Deserialize, Serialize};
 
 use crate::categorical::fit_categories;
-use crate::gmm::{ValidMixtureParams, fit};
+use crate::gmm::{FitStrategy, ValidMixtureParams, fit_parts};
 use crate::{ColumnKind, ColumnModel, KindSource, ModelError};
 
 /// How column kinds are inferred from a sample.
@@ -159,6 +159,36 @@ pub fn fit_column(
     inference: &InferenceParams,
     mixture: &ValidMixtureParams,
 ) -> Result<ColumnModel, ModelError> {
+    fit_column_in_parts(name, sample, &[sample.len()], spec, inference, mixture, FitStrategy::Pooled)
+}
+
+/// As [`fit_column`], for a sample made of several shards' samples one after another
+/// (`parts` holds their lengths, in order): the kind, modes and categories come from the
+/// whole sample, the mixture from the parts combined by `strategy` (see [`fit_parts`]).
+///
+/// # Errors
+/// As [`fit_column`].
+pub fn fit_column_in_parts(
+    name: &str,
+    sample: &dyn Array,
+    parts: &[usize],
+    spec: &ColumnSpec,
+    inference: &InferenceParams,
+    mixture: &ValidMixtureParams,
+    strategy: FitStrategy,
+) -> Result<ColumnModel, ModelError> {
+    // The finite values of every part, those equal to a mode left out.
+    let part_values = |modes: &[f64]| -> Result<Vec<Vec<f64>>, ModelError> {
+        let mut offset = 0;
+        let mut values = Vec::with_capacity(parts.len());
+        for &len in parts {
+            let len = len.min(sample.len().saturating_sub(offset));
+            let part = finite_values(name, sample.slice(offset, len).as_ref())?;
+            values.push(part.into_iter().filter(|v| !modes.contains(v)).collect());
+            offset += len;
+        }
+        Ok(values)
+    };
     let (inferred, source) = match (spec.kind, &spec.modes) {
         (Some(ColumnKind::Mixed) | None, Some(modes)) => {
             (Inferred { kind: ColumnKind::Mixed, modes: modes.clone() }, KindSource::Config)
@@ -181,16 +211,14 @@ pub fn fit_column(
             ColumnModel::categorical(name, categories, sample.data_type().clone())
         }
         ColumnKind::Continuous => {
-            let values = finite_values(name, sample)?;
-            let mix = fit(&values, mixture).map_err(|e| in_column(name, e))?;
+            let mix = fit_parts(&part_values(&[])?, strategy, mixture).map_err(|e| in_column(name, e))?;
             ColumnModel::continuous(name, mix).with_modes(null_mode.into_iter().collect())
         }
         ColumnKind::Mixed => {
-            let values = finite_values(name, sample)?;
-            let rest: Vec<f64> = values.iter().copied().filter(|v| !inferred.modes.contains(v)).collect();
+            let rest = part_values(&inferred.modes)?;
             // With only modal values left, fit on them: a degenerate mixture that no row uses.
-            let fit_on = if rest.is_empty() { &values } else { &rest };
-            let mix = fit(fit_on, mixture).map_err(|e| in_column(name, e))?;
+            let fit_on = if rest.iter().all(Vec::is_empty) { part_values(&[])? } else { rest };
+            let mix = fit_parts(&fit_on, strategy, mixture).map_err(|e| in_column(name, e))?;
             let modes = inferred.modes.iter().map(|&m| Some(m)).chain(null_mode).collect();
             ColumnModel::mixed(name, mix, modes)
         }

@@ -43,8 +43,11 @@ use sha2::{Digest, Sha256};
 
 pub use categorical::fit_categories;
 pub use column::{ColumnKind, ColumnModel, KindSource};
-pub use gmm::{Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels, fit_streaming, fit_warm_start};
-pub use infer::{ColumnSpec, InferenceParams, Inferred, fit_column, infer_kind};
+pub use gmm::{
+    FitStrategy, Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels, fit_parts, fit_streaming,
+    fit_warm_start,
+};
+pub use infer::{ColumnSpec, InferenceParams, Inferred, fit_column, fit_column_in_parts, infer_kind};
 pub use kmeans::kmeans_labels;
 pub use transform::{ALPHA_CLIP, Normalized, OneHot, denormalize, normalize};
 

@@ -16,11 +16,11 @@ use indicatif::ProgressBar;
 use shardflow_api::{AppState, serve};
 use shardflow_config::{Config, telemetry};
 use shardflow_generate::{GenerateOptions, generate};
-use shardflow_jobs::fit::{fit_shards, fit_table, is_single_column, register, write_model};
+use shardflow_jobs::fit::{dataset_of, fit, register, write_model};
 use shardflow_jobs::publish::Publisher;
 use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, Shard};
-use shardflow_storage::table::{list_shards, list_table_shards};
+use shardflow_storage::table::list_table_shards;
 use shardflow_store::Index;
 
 #[derive(Parser)]
@@ -181,19 +181,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let files = list_table_shards(&shards)?;
             let bar = progress(files.len() as u64, "sample shards");
-            let (model, metadata) = if is_single_column(&files, AMOUNT, &fit_config)? {
-                let files = list_shards(&shards)?;
-                tokio::task::spawn_blocking(move || fit_shards(&files, AMOUNT, &fit_config, threads(), &bar)).await??
-            } else {
-                let name = dataset.unwrap_or_else(|| {
-                    shards
-                        .canonicalize()
-                        .ok()
-                        .and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned()))
-                        .unwrap_or_else(|| "table".into())
-                });
-                tokio::task::spawn_blocking(move || fit_table(&files, &name, &fit_config, &bar)).await??
+            let name = match dataset {
+                Some(name) => name,
+                None => dataset_of(&shards, &files, &fit_config)?,
             };
+            let (model, metadata) =
+                tokio::task::spawn_blocking(move || fit(&files, &name, &fit_config, threads(), &bar)).await??;
             write_model(&out, &model, &metadata)?;
             if !no_register {
                 let index = Index::connect(&config.clickhouse).await?;

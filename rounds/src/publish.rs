@@ -9,19 +9,17 @@ use std::collections::BTreeMap;
 use std::fs::File;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::registry::{Registry, RegistryError};
 use crate::store::{HourSums, RoundsStore, UploadRow};
 use chrono::{DateTime, NaiveDateTime};
 use csv::StringRecord;
 use encoding_rs_io::DecodeReaderBytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use shardflow_config::Config;
 use shardflow_kafka as kafka;
+use shardflow_kafka::in_flight::{InFlight, Outgoing};
 use shardflow_schemas::CodecError;
 use shardflow_schemas::rounds::{GAME_ROUND_AVSC, GameRound, RoundCodec};
 use shardflow_storage::text::{TextError, csv_reader, is_null, open_text};
@@ -371,24 +369,16 @@ impl RoundsPublisher {
             let _ = tx.blocking_send(last);
         });
 
-        let mut in_flight = FuturesUnordered::new();
-        let mut acknowledged = 0u64;
+        let mut in_flight = InFlight::new(&self.producer, &self.topic, self.max_in_flight);
         let mut failure = None;
         let mut summary = None;
         'receive: while let Some(item) = rx.recv().await {
             match item {
                 Item::Rows(rows) => {
                     for (key, payload) in rows {
-                        in_flight.push(self.send(key, payload));
-                        while in_flight.len() >= self.max_in_flight {
-                            match in_flight.next().await {
-                                Some(Ok(())) => acknowledged += 1,
-                                Some(Err(e)) => {
-                                    failure = Some(e);
-                                    break 'receive;
-                                }
-                                None => {}
-                            }
+                        if let Err(e) = in_flight.send(Outgoing { key, payload, headers: None, weight: 1 }).await {
+                            failure = Some(e.into());
+                            break 'receive;
                         }
                     }
                 }
@@ -397,13 +387,9 @@ impl RoundsPublisher {
             }
         }
         drop(rx);
-        while let Some(result) = in_flight.next().await {
-            match result {
-                Ok(()) => acknowledged += 1,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
-            }
+        let (acknowledged, delivered) = in_flight.finish().await;
+        if let Err(e) = delivered {
+            failure.get_or_insert(e.into());
         }
         let _ = reader.await;
         let outcome = match (failure, summary) {
@@ -412,12 +398,6 @@ impl RoundsPublisher {
             (None, None) => Err(RoundsError::Reader("the CSV reader stopped without a summary".into())),
         };
         (acknowledged, outcome)
-    }
-
-    async fn send(&self, key: String, payload: Vec<u8>) -> Result<(), RoundsError> {
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        // Queue-full is retried inside `send` until the timeout: backpressure, not failure.
-        self.producer.send(record, Duration::from_secs(300)).await.map(|_| ()).map_err(|(e, _)| e.into())
     }
 }
 

@@ -1,16 +1,15 @@
-//! Reading shards: validate a Parquet file up front, then stream one numeric column as
-//! Float64 batches, or draw a seeded sample from it.
+//! Shards of one numeric column (the `Amount` dataset), read through [`Table`]: validate
+//! the file up front, then stream the column as Float64 batches, or draw a seeded sample.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::table::Table;
 
 /// The main dataset's column.
 pub const AMOUNT: &str = "Amount";
@@ -70,48 +69,35 @@ pub enum ShardError {
     },
 }
 
-/// A shard whose footer was read and whose column was found.
+/// A shard (Parquet or CSV, read by [`Table`]) whose header was read and whose numeric
+/// column was found: what jobs publish, one column streamed as Float64.
 pub struct Shard {
-    path: PathBuf,
-    column: String,
-    index: usize,
+    table: Table,
+    path: String,
     rows: u64,
-    builder: ParquetRecordBatchReaderBuilder<File>,
 }
 
 impl Shard {
-    /// Open `path` and check that it is Parquet with a numeric column `column`.
+    /// Open `path` and check that it has a numeric column `column`.
     ///
     /// # Errors
     /// [`ShardError`] saying what is wrong with the file.
     pub fn open(path: &Path, column: &str) -> Result<Self, ShardError> {
-        let shown = path.display().to_string();
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ShardError::NotFound(shown.clone()),
-            _ => ShardError::Read { path: shown.clone(), reason: e.to_string() },
-        })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| ShardError::NotParquet { path: shown.clone(), reason: e.to_string() })?;
-        let schema = builder.schema().clone();
-        let Some((index, field)) = schema.column_with_name(column) else {
-            return Err(ShardError::MissingColumn {
-                path: shown,
-                column: column.to_string(),
-                available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
-            });
-        };
+        let table = Table::open(path, &[column.to_string()], None)?;
+        let schema = table.schema();
+        let field = schema.field(0);
         if !field.data_type().is_numeric() {
             return Err(ShardError::ColumnType {
-                path: shown,
+                path: path.display().to_string(),
                 column: column.to_string(),
                 found: field.data_type().clone(),
             });
         }
-        let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-        Ok(Self { path: path.to_path_buf(), column: column.to_string(), index, rows, builder })
+        let rows = table.num_rows()?;
+        Ok(Self { table, path: path.display().to_string(), rows })
     }
 
-    /// Rows in the shard, from its footer.
+    /// Rows in the shard (from its footer for Parquet).
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -122,22 +108,15 @@ impl Shard {
     /// # Errors
     /// [`ShardError::Read`] when the reader cannot be set up.
     pub fn batches(self, batch_rows: usize) -> Result<Batches, ShardError> {
-        let mask = ProjectionMask::roots(self.builder.parquet_schema(), [self.index]);
-        let path = self.path.display().to_string();
-        let reader = self
-            .builder
-            .with_projection(mask)
-            .with_batch_size(batch_rows)
-            .build()
-            .map_err(|e| ShardError::Read { path: path.clone(), reason: e.to_string() })?;
-        let schema = Arc::new(Schema::new(vec![Field::new(&self.column, DataType::Float64, true)]));
-        Ok(Batches { reader, path, schema })
+        let field = self.table.schema().field(0).clone();
+        let schema = Arc::new(Schema::new(vec![Field::new(field.name(), DataType::Float64, true)]));
+        Ok(Batches { batches: self.table.batches(batch_rows)?, path: self.path, schema })
     }
 }
 
 /// Float64 batches of one column of a shard.
 pub struct Batches {
-    reader: ParquetRecordBatchReader,
+    batches: Box<dyn Iterator<Item = Result<RecordBatch, ShardError>> + Send>,
     path: String,
     schema: Arc<Schema>,
 }
@@ -146,11 +125,11 @@ impl Iterator for Batches {
     type Item = Result<RecordBatch, ShardError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let read = |reason: String| ShardError::Read { path: self.path.clone(), reason };
-        let batch = match self.reader.next()? {
+        let batch = match self.batches.next()? {
             Ok(batch) => batch,
-            Err(e) => return Some(Err(read(e.to_string()))),
+            Err(e) => return Some(Err(e)),
         };
+        let read = |reason: String| ShardError::Read { path: self.path.clone(), reason };
         let floats: ArrayRef = match arrow_cast::cast(batch.column(0), &DataType::Float64) {
             Ok(a) => a,
             Err(e) => return Some(Err(read(e.to_string()))),

@@ -151,12 +151,28 @@ impl Table {
     /// # Errors
     /// [`ShardError::Read`] when a CSV file cannot be read to the end.
     pub fn rows(path: &Path, csv_schema: Option<SchemaRef>) -> Result<u64, ShardError> {
-        let table = Self::open(path, &[], csv_schema)?;
-        if let Source::Parquet(builder) = &table.source {
-            return Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0));
-        }
+        Self::open(path, &[], csv_schema)?.num_rows()
+    }
+
+    /// Rows in this shard: from the footer for Parquet, by reading it for CSV.
+    ///
+    /// # Errors
+    /// [`ShardError::Read`] when a CSV file cannot be read to the end.
+    pub fn num_rows(&self) -> Result<u64, ShardError> {
+        let (path, schema) = match &self.source {
+            Source::Parquet(builder) => {
+                return Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0));
+            }
+            Source::Csv { path, schema } => (path.clone(), schema.clone()),
+        };
+        let counting = Self {
+            shown: self.shown.clone(),
+            source: Source::Csv { path, schema },
+            indices: Vec::new(),
+            schema: self.schema.clone(),
+        };
         let mut rows = 0;
-        for batch in table.batches(BATCH_ROWS)? {
+        for batch in counting.batches(BATCH_ROWS)? {
             rows += batch?.num_rows() as u64;
         }
         Ok(rows)

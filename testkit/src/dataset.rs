@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use shardflow_api::{AppState, serve};
 use shardflow_config::Config;
 use shardflow_generate::{GenerateOptions, generate, shard_file_name};
-use shardflow_jobs::fit::{fit_shards, register, write_model};
+use shardflow_jobs::fit::{fit, register, write_model};
 use shardflow_jobs::publish::{Published, Publisher};
 use shardflow_model::{ALPHA_CLIP, Model};
 use shardflow_storage::shard::{AMOUNT, Shard};
@@ -111,7 +111,7 @@ impl Dataset {
         let shard = dir.join(shard_file_name(1));
         let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse is up (scripts/services.sh up)");
         let (model, metadata) =
-            fit_shards(std::slice::from_ref(&shard), AMOUNT, &env.config.fit, 1, &ProgressBar::hidden()).expect("fit");
+            fit(std::slice::from_ref(&shard), AMOUNT, &env.config.fit, 1, &ProgressBar::hidden()).expect("fit");
         let model_dir = env.config.storage.model_root.join(&model.model_id);
         write_model(&model_dir, &model, &metadata).expect("write model");
         register(&index, &model_dir, &model, &metadata).await.expect("register");

@@ -12,7 +12,7 @@ use common::{floats, read_part};
 use indicatif::ProgressBar;
 use shardflow_api::{JobView, TransformResponse};
 use shardflow_generate::{GenerateOptions, generate, shard_file_name};
-use shardflow_jobs::fit::{fit_shards, register, write_model};
+use shardflow_jobs::fit::{fit, register, write_model};
 use shardflow_model::ALPHA_CLIP;
 use shardflow_storage::part_name;
 use shardflow_storage::shard::{AMOUNT, Shard};
@@ -57,7 +57,7 @@ async fn shards_flow_through_kafka_into_parquet_and_clickhouse() {
     let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse is up (scripts/services.sh up)");
     let files = list_shards(&shards_dir).expect("shards");
     assert_eq!(files.len(), 2);
-    let (model, metadata) = fit_shards(&files, AMOUNT, &env.config.fit, 2, &ProgressBar::hidden()).expect("fit");
+    let (model, metadata) = fit(&files, AMOUNT, &env.config.fit, 2, &ProgressBar::hidden()).expect("fit");
     assert_eq!(metadata.columns[0].rows, 2 * SHARD_ROWS);
     let model_dir = env.config.storage.model_root.join(&model.model_id);
     write_model(&model_dir, &model, &metadata).expect("write model");
