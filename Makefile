@@ -33,7 +33,9 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: lint services-up pytools
+# The end-to-end tests start the binaries: build them first (cargo test builds only test
+# harnesses of binary targets).
+test: lint services-up pytools build
 	$(CARGO) test --profile $(PROFILE) --workspace --all-targets --no-fail-fast
 
 bench:

@@ -97,6 +97,10 @@ TOML
   cp "$build/target/release/tansu" "$tansu_bin.tmp"
   mv "$tansu_bin.tmp" "$tansu_bin" # the binary appears whole or not at all
   rm -rf "$build" # ~3 GB of intermediate files; the binary is all that is kept
+  local stale
+  for stale in "$cache"/tansu-*/; do # brokers built from other patches
+    [ "${stale%/}" = "$tansu_home" ] || rm -rf "$stale"
+  done
   say "tansu installed in $tansu_bin"
 }
 

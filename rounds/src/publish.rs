@@ -337,7 +337,7 @@ impl RoundsPublisher {
                     summary.rows_read += 1;
                     match row {
                         Ok(round) => {
-                            let hour = u32::try_from(round.created_timestamp_ms / 1000 / 3600 * 3600).unwrap_or(0);
+                            let hour = round.hour();
                             summary
                                 .hourly
                                 .entry(hour)

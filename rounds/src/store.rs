@@ -38,11 +38,11 @@ pub struct GameRoundRow {
 
 impl From<GameRound> for GameRoundRow {
     fn from(r: GameRound) -> Self {
+        let created_timestamp = r.created_seconds();
         Self {
             upload_id: r.upload_id,
             line: r.line,
-            // ClickHouse DateTime holds whole seconds from 1970 to 2106.
-            created_timestamp: u32::try_from(r.created_timestamp_ms.div_euclid(1000)).unwrap_or(0),
+            created_timestamp,
             game_instance_id: r.game_instance_id,
             user_id: r.user_id,
             game_id: r.game_id,

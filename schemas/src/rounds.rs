@@ -47,6 +47,22 @@ pub struct GameRound {
     pub provider: String,
 }
 
+impl GameRound {
+    /// When the round was created, in whole unix seconds (what ClickHouse `DateTime`
+    /// holds; 0 before 1970).
+    pub fn created_seconds(&self) -> u32 {
+        u32::try_from(self.created_timestamp_ms.div_euclid(1000)).unwrap_or(0)
+    }
+
+    /// The start of the round's hour (UTC) in unix seconds: the hour ClickHouse's
+    /// `toStartOfHour` gives it in the hourly view, and the one the upload's own per-hour
+    /// sums use.
+    pub fn hour(&self) -> u32 {
+        let seconds = self.created_seconds();
+        seconds - seconds % 3600
+    }
+}
+
 /// The schema id shardflow gives `schema` when no registry numbers it.
 pub fn local_schema_id(schema: &Schema) -> u32 {
     let bytes = schema.fingerprint::<Rabin>().bytes;
@@ -231,6 +247,15 @@ mod tests {
         assert_eq!(id, codec.schema_id());
         assert!(id <= 0x7fff_ffff, "Confluent ids are non-negative Java ints");
         assert_eq!(codec.decode(body, None).expect("decode"), round());
+    }
+
+    #[test]
+    fn seconds_and_hour_round_down() {
+        let mut r = round();
+        r.created_timestamp_ms = 1_706_745_599_999; // 2024-01-31T23:59:59.999Z
+        assert_eq!((r.created_seconds(), r.hour()), (1_706_745_599, 1_706_742_000));
+        r.created_timestamp_ms = -1;
+        assert_eq!((r.created_seconds(), r.hour()), (0, 0));
     }
 
     #[test]

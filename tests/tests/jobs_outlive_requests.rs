@@ -107,6 +107,7 @@ async fn an_api_killed_mid_publish_is_resumed_by_the_next_one() {
     let status = clickhouse::Client::default()
         .with_url(data.env.config.clickhouse.url.as_str())
         .with_database(&data.env.config.clickhouse.database)
+        .with_validation(false)
         .query(&state)
         .fetch_one::<String>()
         .await
