@@ -276,8 +276,8 @@ pub(crate) async fn aggregated(
     let Query(q) = query?;
     let (offset, limit) = page(q.page_num, q.page_size)?;
     let filter = AggregateFilter {
-        user_id: q.player_id.unwrap_or_default(),
-        game_id: q.game_id.unwrap_or_default(),
+        user_id: q.player_id.filter(|p| !p.is_empty()),
+        game_id: q.game_id.filter(|g| !g.is_empty()),
         start: q.start_date.as_deref().map(|t| parse_time("start_date", t)).transpose()?,
         end: q.end_date.as_deref().map(|t| parse_time("end_date", t)).transpose()?,
     };

@@ -120,13 +120,13 @@ pub struct AggregateRow {
     pub total_bonus_amount_win: f64,
 }
 
-/// Which aggregates to read; empty strings and `None` match everything.
+/// Which aggregates to read; `None` matches everything.
 #[derive(Clone, Debug, Default)]
 pub struct AggregateFilter {
     /// Only this player.
-    pub user_id: String,
+    pub user_id: Option<String>,
     /// Only this game.
-    pub game_id: String,
+    pub game_id: Option<String>,
     /// Hours at or after (unix seconds).
     pub start: Option<u32>,
     /// Hours before (unix seconds).
@@ -279,10 +279,12 @@ impl RoundsStore {
         limit: u64,
     ) -> Result<(Vec<AggregateRow>, u64), IndexError> {
         let bind = |q: clickhouse::query::Query| {
-            q.bind(&filter.user_id)
-                .bind(&filter.user_id)
-                .bind(&filter.game_id)
-                .bind(&filter.game_id)
+            // `? = '' OR column = ?`: an absent filter binds '' and matches every row.
+            let (user_id, game_id) = (filter.user_id.as_deref().unwrap_or(""), filter.game_id.as_deref().unwrap_or(""));
+            q.bind(user_id)
+                .bind(user_id)
+                .bind(game_id)
+                .bind(game_id)
                 .bind(filter.start.unwrap_or(0))
                 .bind(filter.end.unwrap_or(u32::MAX))
         };

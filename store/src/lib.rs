@@ -247,20 +247,27 @@ pub struct ModelSummary {
 
 /// Jobs with their progress: a job is `done` when every chunk has outputs, and never
 /// `done` when a chunk was dead-lettered. One definition, used by one job and by lists.
-const JOB_SUMMARIES: &str = "\
-SELECT job_id, dataset, source, model_id, \
-    multiIf(status = 'published' AND dead > 0 AND done + dead >= chunks, 'done_with_dead_letters', \
-            status = 'published' AND done >= chunks, 'done', \
-            status = 'published', 'running', status) AS state, \
-    rows, chunks, done, rows_done, dead, error, created_at, updated_at \
-FROM (SELECT * FROM jobs FINAL WHERE (? = '' OR job_id = ?) AND (? = '' OR dataset = ?) \
-      AND created_at >= toDateTime(?) AND created_at < toDateTime(?)) \
-ANY LEFT JOIN ( \
-    SELECT job_id, sum(o) AS done, sum(r) AS rows_done, sum(d) AS dead FROM ( \
-        SELECT job_id, toUInt64(1) AS o, rows AS r, toUInt64(0) AS d FROM outputs FINAL \
-        UNION ALL SELECT job_id, toUInt64(0), toUInt64(0), toUInt64(1) FROM dead_letters FINAL) \
-    GROUP BY job_id) USING job_id \
-WHERE (? = '' OR state = ?)";
+/// The statuses' names come from [`JobStatus`] and [`JobState`], the one place they are spelt.
+fn job_summaries() -> String {
+    let published = JobStatus::Published.as_str();
+    let (running, done, with_dead) =
+        (JobState::Running.as_str(), JobState::Done.as_str(), JobState::DoneWithDeadLetters.as_str());
+    format!(
+        "SELECT job_id, dataset, source, model_id, \
+             multiIf(status = '{published}' AND dead > 0 AND done + dead >= chunks, '{with_dead}', \
+                     status = '{published}' AND done >= chunks, '{done}', \
+                     status = '{published}', '{running}', status) AS state, \
+             rows, chunks, done, rows_done, dead, error, created_at, updated_at \
+         FROM (SELECT * FROM jobs FINAL WHERE (? = '' OR job_id = ?) AND (? = '' OR dataset = ?) \
+               AND created_at >= toDateTime(?) AND created_at < toDateTime(?)) \
+         ANY LEFT JOIN ( \
+             SELECT job_id, sum(o) AS done, sum(r) AS rows_done, sum(d) AS dead FROM ( \
+                 SELECT job_id, toUInt64(1) AS o, rows AS r, toUInt64(0) AS d FROM outputs FINAL \
+                 UNION ALL SELECT job_id, toUInt64(0), toUInt64(0), toUInt64(1) FROM dead_letters FINAL) \
+             GROUP BY job_id) USING job_id \
+         WHERE (? = '' OR state = ?)"
+    )
+}
 
 /// Seconds since the epoch, as ClickHouse `DateTime` stores them.
 pub fn unix_now() -> u32 {
@@ -435,10 +442,10 @@ impl Index {
                 .bind(status)
         };
         let page =
-            bind(self.client.query(&format!("{JOB_SUMMARIES} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?")))
+            bind(self.client.query(&format!("{} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?", job_summaries())))
                 .bind(offset)
                 .bind(limit);
-        let total = bind(self.client.query(&format!("SELECT count() FROM ({JOB_SUMMARIES})")));
+        let total = bind(self.client.query(&format!("SELECT count() FROM ({})", job_summaries())));
         Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
     }
 
