@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Float64Array, RecordBatch};
+use arrow_array::{Array, Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
@@ -13,7 +13,9 @@ use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
-use shardflow_storage::text::{TextError, csv_reader, is_null, open_text};
+use shardflow_storage::shard::ShardError;
+use shardflow_storage::table::{Table, infer_csv_schema};
+use shardflow_storage::text::{TextError, open_text};
 use shardflow_storage::write_atomically;
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
@@ -164,11 +166,18 @@ fn as_parquet(upload: &Path, shard: &Path) -> Result<(), ApiError> {
     csv_to_parquet(upload, shard)
 }
 
-/// Stream a CSV's `Amount` column into a Parquet shard, refusing the whole file (400,
-/// with the line) at the first value that is not a number: a shard is all or nothing.
+/// Stream a CSV's `Amount` column into a Parquet shard, read by the one shard reader
+/// (`shardflow_storage::table`, the CSV dialect of `shardflow_storage::text`), refusing the
+/// whole file (400, with the line) at the first value that is not a finite number: a shard
+/// is all or nothing.
 fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_csv", message);
-    let text = open_text(csv_path).map_err(|e| match e {
+    // The reader's own words, without the server's path of the upload.
+    let reason = |e: ShardError| match e {
+        ShardError::NotCsv { reason, .. } | ShardError::Read { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    open_text(csv_path).map_err(|e| match e {
         TextError::Io(e) => ApiError::internal(&e),
         other => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -176,59 +185,49 @@ fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
             format!("the upload is neither Parquet nor CSV: {other}"),
         ),
     })?;
-    let mut reader = csv_reader(text);
-    let headers = reader.headers().map_err(|e| bad(format!("CSV header line: {e}")))?.clone();
-    let column = headers
+    let inferred = infer_csv_schema(csv_path).map_err(|e| bad(format!("CSV: {}", reason(e))))?;
+    let column = inferred
+        .fields()
         .iter()
-        .position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(AMOUNT))
+        .find(|f| f.name().trim().eq_ignore_ascii_case(AMOUNT))
+        .map(|f| f.name().clone())
         .ok_or_else(|| {
-            bad(format!(
-                "the CSV has no `{AMOUNT}` column (columns: {})",
-                headers.iter().collect::<Vec<_>>().join(", ")
-            ))
+            let names: Vec<&str> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
+            bad(format!("the CSV has no `{AMOUNT}` column (columns: {})", names.join(", ")))
         })?;
+    // Every column as inferred, the amount as a number whatever its first rows looked like.
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| if *f.name() == column { Field::new(f.name(), DataType::Float64, true) } else { f.as_ref().clone() })
+        .collect();
+    let table = Table::open(csv_path, std::slice::from_ref(&column), Some(Arc::new(Schema::new(fields))))
+        .map_err(|e| bad(format!("CSV: {}", reason(e))))?;
     let schema = Arc::new(Schema::new(vec![Field::new(AMOUNT, DataType::Float64, true)]));
     let mut failure = None;
     write_atomically(shard, |file| {
+        let mut refuse = |message: String| {
+            failure = Some(bad(message));
+            std::io::Error::other("bad CSV")
+        };
         let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(std::io::Error::other)?;
-        let mut values: Vec<Option<f64>> = Vec::with_capacity(65_536);
-        let mut record = csv::StringRecord::new();
-        loop {
-            let more = match reader.read_record(&mut record) {
-                Ok(more) => more,
-                Err(e) => {
-                    failure = Some(bad(format!("CSV line {}: {e}", e.position().map_or(0, csv::Position::line))));
-                    return Err(std::io::Error::other("bad CSV"));
-                }
-            };
-            if more {
-                let line = record.position().map_or(0, csv::Position::line);
-                let text = record.get(column).unwrap_or("").trim();
-                let value = if is_null(text) {
-                    None
-                } else {
-                    match text.parse::<f64>() {
-                        Ok(x) if x.is_finite() => Some(x),
-                        _ => {
-                            failure = Some(bad(format!("CSV line {line}: {AMOUNT} {text:?} is not a finite number")));
-                            return Err(std::io::Error::other("bad CSV"));
-                        }
-                    }
-                };
-                values.push(value);
+        let batches = table.batches(65_536).map_err(|e| refuse(format!("CSV: {}", reason(e))))?;
+        let mut line = 1; // the header
+        for batch in batches {
+            let batch = batch.map_err(|e| refuse(format!("CSV: {}", reason(e))))?;
+            let values = batch.column(0).clone();
+            if let Some(floats) = values.as_any().downcast_ref::<Float64Array>()
+                && let Some(i) = (0..floats.len()).find(|&i| floats.is_valid(i) && !floats.value(i).is_finite())
+            {
+                return Err(refuse(format!(
+                    "CSV line {}: {AMOUNT} {} is not a finite number",
+                    line + 1 + i,
+                    floats.value(i)
+                )));
             }
-            if values.len() == values.capacity() || (!more && !values.is_empty()) {
-                let batch = RecordBatch::try_new(
-                    schema.clone(),
-                    vec![Arc::new(Float64Array::from(std::mem::take(&mut values)))],
-                )
-                .map_err(std::io::Error::other)?;
-                writer.write(&batch).map_err(std::io::Error::other)?;
-                values.reserve(65_536);
-            }
-            if !more {
-                break;
-            }
+            line += batch.num_rows();
+            let batch = RecordBatch::try_new(schema.clone(), vec![values]).map_err(std::io::Error::other)?;
+            writer.write(&batch).map_err(std::io::Error::other)?;
         }
         writer.close().map(|_| ()).map_err(std::io::Error::other)
     })

@@ -1,7 +1,6 @@
 //! The game-rounds pipeline's routes: upload a CSV, reconcile an upload with ClickHouse,
 //! read the hourly aggregates.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -10,8 +9,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Multipart, OriginalUri, Path as UrlPath, Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
+use shardflow_rounds::reconcile::UploadState;
 use shardflow_rounds::store::{AggregateFilter, HourSums, UploadRow};
-use shardflow_store::UploadStatus;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
@@ -112,38 +111,25 @@ pub struct UploadLinks {
     pub aggregates: String,
 }
 
-/// Compare an upload's CSV with what ClickHouse holds.
+/// An upload's row and its reconciliation with ClickHouse, as answered.
 async fn reconcile(state: &AppState, upload: UploadRow) -> Result<UploadView, ApiError> {
-    let from_csv: Vec<HourSums> = serde_json::from_str(&upload.hourly).unwrap_or_default();
-    let in_clickhouse: BTreeMap<u32, HourSums> =
-        state.rounds_store.upload_hourly(&upload.upload_id).await?.into_iter().map(|h| (h.hour, h)).collect();
-    let rows_in_clickhouse = in_clickhouse.values().map(|h| h.rounds).sum::<u64>();
-    let mut mismatched = Vec::new();
-    for csv in &from_csv {
-        let stored =
-            in_clickhouse.get(&csv.hour).cloned().unwrap_or(HourSums { hour: csv.hour, ..HourSums::default() });
-        if !csv.matches(&stored) {
-            mismatched.push(HourComparison { hour: rfc3339(csv.hour), csv: csv.into(), clickhouse: (&stored).into() });
-        }
-    }
-    let status = match upload.status {
-        UploadStatus::Published if rows_in_clickhouse < upload.rows_published => "in_progress",
-        UploadStatus::Published if rows_in_clickhouse == upload.rows_published && mismatched.is_empty() => "complete",
-        UploadStatus::Published => "mismatch",
-        other => other.as_str(),
-    };
+    let found = shardflow_rounds::reconcile::reconcile(&state.rounds_store, &upload).await?;
     Ok(UploadView {
-        status: status.to_string(),
-        complete: status == "complete",
+        status: found.state.as_str().to_string(),
+        complete: found.state == UploadState::Complete,
         file_name: upload.file_name,
         bytes: upload.bytes,
         rows_read: upload.rows_read,
         rows_published: upload.rows_published,
-        rows_in_clickhouse,
+        rows_in_clickhouse: found.rows_in_clickhouse,
         bad_rows: upload.bad_rows,
         bad_row_samples: serde_json::from_str(&upload.bad_row_samples).unwrap_or_default(),
-        hours: from_csv.len() as u64,
-        hours_mismatched: mismatched,
+        hours: found.hours,
+        hours_mismatched: found
+            .mismatched
+            .iter()
+            .map(|(csv, stored)| HourComparison { hour: rfc3339(csv.hour), csv: csv.into(), clickhouse: stored.into() })
+            .collect(),
         error: (!upload.error.is_empty()).then_some(upload.error),
         links: UploadLinks {
             upload: format!("/uploads/{}", upload.upload_id),

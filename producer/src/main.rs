@@ -17,7 +17,7 @@ use shardflow_api::{AppState, serve};
 use shardflow_config::{Config, telemetry};
 use shardflow_generate::{GenerateOptions, generate};
 use shardflow_jobs::fit::{dataset_of, fit, register, write_model};
-use shardflow_jobs::publish::Publisher;
+use shardflow_jobs::service::JobService;
 use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, Shard};
 use shardflow_storage::table::list_table_shards;
@@ -216,18 +216,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Check every shard before publishing any, keeping their row counts.
             let rows = files.iter().map(|f| Shard::open(f, AMOUNT).map(|s| s.rows())).collect::<Result<Vec<_>, _>>()?;
             let index = Index::connect(&config.clickhouse).await?;
-            let row = match &model {
-                Some(id) => index.model(id).await?.with_context(|| format!("no registered model {id}"))?,
+            let service = JobService::new(config.clone(), index.clone()).await?;
+            let model = match &model {
+                Some(id) => service.model(id).await?,
                 None => match index.latest_model(AMOUNT).await? {
-                    Some(row) => row,
+                    Some(row) => Model::from_json(&row.model_json)?,
                     None => bail!("no model registered for {AMOUNT}: run `producer fit` first"),
                 },
             };
-            let model = Model::from_json(&row.model_json)?;
-            let publisher = Publisher::new(&config, index).await?;
             for (file, rows) in files.into_iter().zip(rows) {
                 let bar = progress(rows, "publish");
-                let done = publisher.publish(&file, &model, &bar).await?;
+                let done = service.publish_now(&file, &model, &bar).await?;
                 bar.finish_and_clear();
                 println!(
                     "job {} published {} rows in {} chunks from {}",

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod publish;
+pub mod reconcile;
 pub mod registry;
 pub mod sink;
 pub mod store;

@@ -64,6 +64,17 @@ fn csv_format() -> arrow_csv::reader::Format {
     }
 }
 
+/// The column types of a CSV shard, inferred from its first 10,000 rows.
+///
+/// # Errors
+/// [`ShardError::NotCsv`] when it is not CSV text with a header row.
+pub fn infer_csv_schema(path: &Path) -> Result<SchemaRef, ShardError> {
+    let not_csv = |reason: String| ShardError::NotCsv { path: path.display().to_string(), reason };
+    let (schema, _) =
+        csv_format().infer_schema(open_csv(path)?, Some(CSV_INFER_ROWS)).map_err(|e| not_csv(e.to_string()))?;
+    Ok(Arc::new(schema))
+}
+
 /// A CSV shard as decoded text (UTF-8, or UTF-16 behind a BOM).
 fn open_csv(path: &Path) -> Result<DecodeReaderBytes<File, Vec<u8>>, ShardError> {
     open_text(path).map_err(|e| match e {
@@ -97,11 +108,7 @@ impl Table {
                 Some(schema) => schema,
                 None => {
                     drop(file);
-                    let not_csv = |reason: String| ShardError::NotCsv { path: shown.clone(), reason };
-                    let (schema, _) = csv_format()
-                        .infer_schema(open_csv(path)?, Some(CSV_INFER_ROWS))
-                        .map_err(|e| not_csv(e.to_string()))?;
-                    Arc::new(schema)
+                    infer_csv_schema(path)?
                 }
             };
             (Source::Csv { path: path.to_path_buf(), schema: schema.clone() }, schema)
