@@ -241,9 +241,13 @@ pub fn fit(
             spec.kind = Some(ColumnKind::Continuous);
         }
         let values = sample.column(index);
-        let column =
+        let mut column =
             fit_column_in_parts(name, values.as_ref(), &lengths, &spec, &config.inference, &params, config.strategy)
                 .map_err(|source| FitError::Model { column: name.clone(), source })?;
+        if amount {
+            // The main dataset's column is continuous by definition, neither configured nor inferred.
+            column.kind_source = None;
+        }
         let sampled = values.len() - values.null_count();
         metadata_columns.push(column_metadata(&column, &columns_stats[index], rows_total, sampled));
         columns.push(column);
