@@ -208,7 +208,10 @@ impl JobService {
         let model = match model_id {
             Some(id) => Some(self.model(id).await?),
             None => match self.index.latest_model(AMOUNT).await? {
-                Some(row) => Model::from_json(&row.model_json).ok(),
+                Some(row) => Some(Model::from_json(&row.model_json).map_err(|e| SubmitError::ModelUnusable {
+                    model_id: row.model_id,
+                    reason: format!("{e}{}", advice(&e)),
+                })?),
                 None => None,
             },
         };
