@@ -134,7 +134,7 @@ enum ModelCommand {
         /// Column to plot (default: the model's first continuous or mixed column).
         #[arg(long)]
         column: Option<String>,
-        /// Output PNG (default: model-<id>-<column>.png in the current directory).
+        /// Output PNG (default: `model-<id>-<column>.png` in the current directory).
         #[arg(long)]
         out: Option<PathBuf>,
     },
