@@ -62,7 +62,7 @@ patched_crates=(tansu-broker tansu-storage)
 install_tansu() {
   local build="$cache/tansu-build"
   say "building tansu $tansu_version (Kafka-compatible broker) with scripts/tansu/patches;" \
-    "the first build takes ~25 minutes on 2 cores"
+    "the first build takes ~14 minutes on 2 cores"
   rm -rf "$build/fetch" "$build/tansu" "${patched_crates[@]/#/$build/}"
   mkdir -p "$build/fetch/src" "$tansu_home/bin"
   cat >"$build/fetch/Cargo.toml" <<TOML

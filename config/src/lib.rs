@@ -7,6 +7,7 @@ pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,9 +95,9 @@ pub struct StorageConfig {
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
     /// Rows per chunk (one Kafka message).
-    pub chunk_rows: usize,
+    pub chunk_rows: NonZeroUsize,
     /// Chunks awaiting delivery reports at once.
-    pub max_in_flight: usize,
+    pub max_in_flight: NonZeroUsize,
 }
 
 impl PublishConfig {
@@ -112,7 +113,7 @@ impl PublishConfig {
 #[serde(deny_unknown_fields)]
 pub struct FitConfig {
     /// Rows sampled from each shard.
-    pub sample_rows_per_shard: usize,
+    pub sample_rows_per_shard: NonZeroUsize,
     /// How the shards' samples make one model.
     pub strategy: FitStrategy,
     /// Mixture hyper-parameters; its seed also seeds the row sample.
@@ -145,9 +146,6 @@ impl FitConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.sample_rows_per_shard == 0 {
-            return Err("fit.sample_rows_per_shard must be at least 1".into());
-        }
         self.mixture.clone().check().map_err(|e| format!("fit.mixture: {e}"))?;
         self.inference.check().map_err(|e| format!("fit.inference: {e}"))?;
         let listed = |name: &String| self.columns.is_empty() || self.columns.contains(name);
@@ -199,7 +197,7 @@ pub struct GameRoundsConfig {
     /// Consumer group of the ClickHouse sink.
     pub group_id: String,
     /// The sink inserts when it holds this many rows...
-    pub batch_rows: usize,
+    pub batch_rows: NonZeroUsize,
     /// ...or when its oldest row has waited this long.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
@@ -304,10 +302,7 @@ impl Config {
         if self.storage.data_roots.is_empty() {
             return bad("storage.data_roots must name at least one directory".into());
         }
-        if self.publish.chunk_rows == 0 || self.publish.max_in_flight == 0 {
-            return bad("publish.chunk_rows and publish.max_in_flight must be at least 1".into());
-        }
-        let largest = PublishConfig::largest_message(self.publish.chunk_rows);
+        let largest = PublishConfig::largest_message(self.publish.chunk_rows.get());
         if largest > self.kafka.message_max_bytes {
             return bad(format!(
                 "publish.chunk_rows = {} makes messages of up to {largest} bytes, above kafka.message_max_bytes = {}",
@@ -324,8 +319,8 @@ impl Config {
         if self.consumer.retry_backoff > self.consumer.retry_backoff_max {
             return bad("consumer.retry_backoff must not exceed consumer.retry_backoff_max".into());
         }
-        if self.game_rounds.topic.is_empty() || self.game_rounds.batch_rows == 0 {
-            return bad("game_rounds.topic must be named and game_rounds.batch_rows at least 1".into());
+        if self.game_rounds.topic.is_empty() {
+            return bad("game_rounds.topic must be named".into());
         }
         if self.api.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
             return bad("api.token must not be empty: leave it out to require no token".into());
@@ -350,7 +345,7 @@ mod tests {
     #[test]
     fn defaults_load_and_check() {
         let config = Config::load(None).expect("defaults are valid");
-        assert_eq!(config.publish.chunk_rows, 65_536);
+        assert_eq!(config.publish.chunk_rows.get(), 65_536);
         assert_eq!(config.api.wait_timeout, Duration::from_secs(600));
         assert_eq!(config.fit.mixture.n_components, 10);
         assert_eq!((config.api.token, config.game_rounds.schema_registry_url), (None, None));
@@ -380,9 +375,12 @@ mod tests {
     fn rejects_unknown_keys_and_bad_combinations() {
         let typo = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[kafka]\nbrokerz = \"x\""));
         assert!(typo.extract::<Config>().is_err());
+        let zero = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[publish]\nchunk_rows = 0"));
+        let err = zero.extract::<Config>().expect_err("zero rows per chunk");
+        assert!(err.to_string().contains("nonzero"), "{err}");
 
         let mut config = Config::load(None).expect("defaults");
-        config.publish.chunk_rows = 10_000_000;
+        config.publish.chunk_rows = NonZeroUsize::new(10_000_000).expect("not zero");
         let err = config.check().expect_err("too large for a message");
         assert!(err.to_string().contains("kafka.message_max_bytes"), "{err}");
 

@@ -181,7 +181,7 @@ pub fn fit(
                         let Some(path) = shards.get(i) else { return done };
                         let shard_seed = seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
                         let csv = if is_csv(path) { csv_schema.clone() } else { None };
-                        let sampled = sample_table(path, &order, csv, config.sample_rows_per_shard, shard_seed)
+                        let sampled = sample_table(path, &order, csv, config.sample_rows_per_shard.get(), shard_seed)
                             .and_then(|(sample, rows, stats)| Ok((conform(path, sample, &schema)?, rows, stats)));
                         done.push((i, sampled));
                         progress.inc(1);
@@ -260,7 +260,7 @@ pub fn fit(
         dataset: dataset.to_string(),
         seed,
         strategy: config.strategy,
-        sample_rows_per_shard: config.sample_rows_per_shard,
+        sample_rows_per_shard: config.sample_rows_per_shard.get(),
         created_at: shardflow_store::unix_now(),
         columns: metadata_columns,
         shards: shard_stats,

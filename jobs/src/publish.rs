@@ -91,7 +91,7 @@ impl Publisher {
     /// # Errors
     /// [`PublishError`]; the job row then says `failed` with the reason.
     pub async fn publish(&self, path: &Path, model: &Model, progress: &ProgressBar) -> Result<Published, PublishError> {
-        let job = new_job(path, &model.dataset, self.publish.chunk_rows, JobStatus::Publishing);
+        let job = new_job(path, &model.dataset, self.publish.chunk_rows.get(), JobStatus::Publishing);
         self.publish_job(job, path, model, progress).await
     }
 
@@ -172,7 +172,7 @@ impl Publisher {
         });
 
         let progress = progress.clone();
-        let mut in_flight = InFlight::new(&self.producer, &self.kafka.topic, self.publish.max_in_flight)
+        let mut in_flight = InFlight::new(&self.producer, &self.kafka.topic, self.publish.max_in_flight.get())
             .on_ack(move |rows| progress.inc(rows));
         let mut chunks = 0u64;
         let mut rows = 0u64;

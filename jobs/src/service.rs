@@ -170,7 +170,7 @@ impl JobService {
     /// # Errors
     /// [`SubmitError::BadChunkRows`].
     pub fn chunk_rows(&self, requested: Option<usize>) -> Result<usize, SubmitError> {
-        let chunk_rows = requested.unwrap_or(self.config.publish.chunk_rows);
+        let chunk_rows = requested.unwrap_or(self.config.publish.chunk_rows.get());
         let max_bytes = self.config.kafka.message_max_bytes;
         if chunk_rows == 0 || PublishConfig::largest_message(chunk_rows) > max_bytes {
             return Err(SubmitError::BadChunkRows { chunk_rows, max_bytes });

@@ -70,7 +70,7 @@ enum Command {
         out: PathBuf,
         /// Rows sampled per shard (default from config: fit.sample_rows_per_shard).
         #[arg(long)]
-        sample_rows: Option<usize>,
+        sample_rows: Option<std::num::NonZeroUsize>,
         /// Do not register the model in ClickHouse.
         #[arg(long)]
         no_register: bool,

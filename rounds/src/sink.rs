@@ -167,7 +167,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         }
         batch.next.insert(message.partition(), message.offset() + 1);
         batch.since.get_or_insert_with(Instant::now);
-        if batch.rows.len() >= settings.batch_rows
+        if batch.rows.len() >= settings.batch_rows.get()
             && !flush(&store, &consumer, &mut batch, &config, &mut shutdown).await
         {
             break;

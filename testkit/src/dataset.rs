@@ -101,8 +101,8 @@ impl Dataset {
     /// of `chunk_rows` so that a job has many messages.
     pub async fn new(name: &str, rows: u64, chunk_rows: usize, adjust: impl FnOnce(&mut Config)) -> Self {
         let env = TestEnv::with(name, |c| {
-            c.publish.chunk_rows = chunk_rows;
-            c.fit.sample_rows_per_shard = 20_000;
+            c.publish.chunk_rows = crate::nz(chunk_rows);
+            c.fit.sample_rows_per_shard = crate::nz(20_000);
             adjust(c);
         });
         let dir = env.data().join("shards");
@@ -146,7 +146,7 @@ impl Dataset {
     /// is unclipped, and one logical outputs row per chunk. Returns the rows seen.
     pub async fn assert_exactly_once(&self, job: &Published) -> u64 {
         let root = self.env.config.storage.output_root.canonicalize().expect("output root");
-        let chunk_rows = self.env.config.publish.chunk_rows;
+        let chunk_rows = self.env.config.publish.chunk_rows.get();
         let input: Vec<RecordBatch> = Shard::open(&self.shard, AMOUNT)
             .expect("open")
             .batches(chunk_rows)

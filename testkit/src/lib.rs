@@ -124,6 +124,14 @@ impl Drop for TestEnv {
     }
 }
 
+/// `n` as a non-zero count, for test configurations (`c.publish.chunk_rows = nz(1_000)`).
+///
+/// # Panics
+/// When `n` is 0.
+pub fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).expect("a non-zero count")
+}
+
 /// Every topic a test's configuration names: chunks, game rounds and their dead letters.
 pub fn test_topics(config: &Config) -> Vec<String> {
     let (chunks, rounds) = (&config.kafka.topic, &config.game_rounds.topic);

@@ -177,7 +177,7 @@ async fn mutating_routes_need_the_token_and_bad_requests_get_their_status() {
 #[tokio::test]
 async fn shards_and_generated_jobs_are_listed_and_paged() {
     let api = Api::new("api_jobs", |c| {
-        c.fit.sample_rows_per_shard = 2_000;
+        c.fit.sample_rows_per_shard = shardflow_testkit::nz(2_000);
         c.api.poll_interval = Duration::from_millis(50);
     })
     .await;

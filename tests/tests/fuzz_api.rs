@@ -28,8 +28,8 @@ async fn no_request_gets_a_server_error() {
         c.api.max_generated_rows = 5_000;
         c.api.max_upload_bytes = 1 << 20;
         c.api.wait_timeout = Duration::from_secs(60);
-        c.fit.sample_rows_per_shard = 2_000;
-        c.publish.chunk_rows = 1_000;
+        c.fit.sample_rows_per_shard = shardflow_testkit::nz(2_000);
+        c.publish.chunk_rows = shardflow_testkit::nz(1_000);
     });
     let base = common::serve_api(&env.config).await;
     // Jobs submitted with "wait" finish only if someone transforms them.

@@ -114,7 +114,7 @@ fn to_cents(x: &Value) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
     let env = TestEnv::with("game_rounds", |c| {
-        c.game_rounds.batch_rows = 20_000;
+        c.game_rounds.batch_rows = shardflow_testkit::nz(20_000);
         c.game_rounds.flush_interval = Duration::from_millis(500);
     });
     let base = common::serve_api(&env.config).await;

@@ -122,7 +122,7 @@ fn kinds(model: &serde_json::Value) -> Vec<(String, String, String)> {
 fn env() -> TestEnv {
     TestEnv::with("model_cli", |c| {
         c.fit.kinds.insert("city".into(), ColumnKind::Categorical);
-        c.fit.sample_rows_per_shard = 4_000;
+        c.fit.sample_rows_per_shard = shardflow_testkit::nz(4_000);
     })
 }
 

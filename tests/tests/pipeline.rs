@@ -47,7 +47,7 @@ async fn submit(client: &reqwest::Client, base: &str, file_path: &str) -> Transf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_flow_through_kafka_into_parquet_and_clickhouse() {
-    let env = TestEnv::with("pipeline", |c| c.publish.chunk_rows = CHUNK_ROWS);
+    let env = TestEnv::with("pipeline", |c| c.publish.chunk_rows = shardflow_testkit::nz(CHUNK_ROWS));
     let shards_dir = env.data().join("shards");
     let opts =
         GenerateOptions { rows: 2 * SHARD_ROWS, shard_rows: SHARD_ROWS, out: shards_dir.clone(), seed: 5, threads: 2 };

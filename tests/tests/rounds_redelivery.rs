@@ -52,7 +52,7 @@ fn caught_up(brokers: &str, group: &str, topic: &str, partitions: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_delivery_of_every_round_inserts_nothing() {
     let env = TestEnv::with("rounds_redelivery", |c| {
-        c.game_rounds.batch_rows = 4_000;
+        c.game_rounds.batch_rows = shardflow_testkit::nz(4_000);
         c.game_rounds.flush_interval = Duration::from_millis(200);
     });
     let base = common::serve_api(&env.config).await;

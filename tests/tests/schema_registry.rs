@@ -66,7 +66,7 @@ async fn a_configured_registry_numbers_the_schema_and_the_sink_reads_through_it(
     let (registry_url, registry) = serve_registry().await;
     let env = TestEnv::with("schema_registry", |c| {
         c.game_rounds.schema_registry_url = Some(registry_url.parse().expect("registry URL"));
-        c.game_rounds.batch_rows = 300;
+        c.game_rounds.batch_rows = shardflow_testkit::nz(300);
         c.game_rounds.flush_interval = Duration::from_millis(200);
     });
     let base = common::serve_api(&env.config).await;
