@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use shardflow_storage::shard::ShardError;
-use shardflow_storage::table::{Table, infer_csv_schema};
+use shardflow_storage::table::{Format, Table, infer_csv_schema};
 use shardflow_storage::text::{TextError, open_text};
 use shardflow_storage::write_atomically;
 use tokio::io::AsyncWriteExt;
@@ -201,8 +201,9 @@ fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
         .iter()
         .map(|f| if *f.name() == column { Field::new(f.name(), DataType::Float64, true) } else { f.as_ref().clone() })
         .collect();
-    let table = Table::open(csv_path, std::slice::from_ref(&column), Some(Arc::new(Schema::new(fields))))
-        .map_err(|e| bad(format!("CSV: {}", reason(e))))?;
+    let table =
+        Table::open_as(csv_path, Format::Csv, std::slice::from_ref(&column), Some(Arc::new(Schema::new(fields))))
+            .map_err(|e| bad(format!("CSV: {}", reason(e))))?;
     let schema = Arc::new(Schema::new(vec![Field::new(AMOUNT, DataType::Float64, true)]));
     let mut failure = None;
     write_atomically(shard, |file| {

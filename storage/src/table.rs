@@ -46,6 +46,15 @@ enum Source {
     Csv { path: PathBuf, schema: SchemaRef },
 }
 
+/// How a shard's bytes are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Apache Parquet.
+    Parquet,
+    /// CSV text in the dialect of [`crate::text`].
+    Csv,
+}
+
 /// A shard whose header was read: its full schema and the columns wanted.
 pub struct Table {
     shown: String,
@@ -94,16 +103,30 @@ fn open_file(path: &Path) -> Result<File, ShardError> {
 }
 
 impl Table {
-    /// Open a Parquet or CSV shard and find `columns` in it (every column when empty).
-    /// A CSV file's types are inferred from its first rows, or taken from `csv_schema`
-    /// (to read every shard of a dataset alike).
+    /// Open a Parquet or CSV shard (told by its extension, see [`is_csv`]) and find
+    /// `columns` in it (every column when empty). A CSV file's types are inferred from its
+    /// first rows, or taken from `csv_schema` (to read every shard of a dataset alike).
     ///
     /// # Errors
     /// [`ShardError`] saying what is wrong with the file or which column is missing.
     pub fn open(path: &Path, columns: &[String], csv_schema: Option<SchemaRef>) -> Result<Self, ShardError> {
+        let format = if is_csv(path) { Format::Csv } else { Format::Parquet };
+        Self::open_as(path, format, columns, csv_schema)
+    }
+
+    /// As [`Table::open`], reading the file as `format` whatever its name (an upload).
+    ///
+    /// # Errors
+    /// [`ShardError`] saying what is wrong with the file or which column is missing.
+    pub fn open_as(
+        path: &Path,
+        format: Format,
+        columns: &[String],
+        csv_schema: Option<SchemaRef>,
+    ) -> Result<Self, ShardError> {
         let shown = path.display().to_string();
         let file = open_file(path)?;
-        let (source, full) = if is_csv(path) {
+        let (source, full) = if format == Format::Csv {
             let schema = match csv_schema {
                 Some(schema) => schema,
                 None => {
