@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Array, Float64Array, RecordBatch};
+use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
@@ -15,7 +15,7 @@ use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use shardflow_storage::shard::ShardError;
 use shardflow_storage::table::{Format, Table, infer_csv_schema};
-use shardflow_storage::text::{TextError, open_text};
+use shardflow_storage::text::{TextError, is_null, open_text};
 use shardflow_storage::write_atomically;
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
@@ -195,11 +195,12 @@ fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
             let names: Vec<&str> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
             bad(format!("the CSV has no `{AMOUNT}` column (columns: {})", names.join(", ")))
         })?;
-    // Every column as inferred, the amount as a number whatever its first rows looked like.
+    // Every column as inferred, the amount as text whatever its first rows looked like: each
+    // value is then parsed here, so that a bad one is refused with its line.
     let fields: Vec<Field> = inferred
         .fields()
         .iter()
-        .map(|f| if *f.name() == column { Field::new(f.name(), DataType::Float64, true) } else { f.as_ref().clone() })
+        .map(|f| if *f.name() == column { Field::new(f.name(), DataType::Utf8, true) } else { f.as_ref().clone() })
         .collect();
     let table =
         Table::open_as(csv_path, Format::Csv, std::slice::from_ref(&column), Some(Arc::new(Schema::new(fields))))
@@ -216,18 +217,24 @@ fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
         let mut line = 1; // the header
         for batch in batches {
             let batch = batch.map_err(|e| refuse(format!("CSV: {}", reason(e))))?;
-            let values = batch.column(0).clone();
-            if let Some(floats) = values.as_any().downcast_ref::<Float64Array>()
-                && let Some(i) = (0..floats.len()).find(|&i| floats.is_valid(i) && !floats.value(i).is_finite())
-            {
-                return Err(refuse(format!(
-                    "CSV line {}: {AMOUNT} {} is not a finite number",
-                    line + 1 + i,
-                    floats.value(i)
-                )));
+            let Some(texts) = batch.column(0).as_any().downcast_ref::<StringArray>() else {
+                return Err(refuse(format!("CSV: the `{AMOUNT}` column could not be read as text")));
+            };
+            let mut values = Vec::with_capacity(texts.len());
+            for (i, text) in texts.iter().enumerate() {
+                let text = text.unwrap_or("").trim();
+                values.push(match text.parse::<f64>() {
+                    _ if is_null(text) => None,
+                    Ok(x) if x.is_finite() => Some(x),
+                    _ => {
+                        let at = line + 1 + i;
+                        return Err(refuse(format!("CSV line {at}: {AMOUNT} {text:?} is not a finite number")));
+                    }
+                });
             }
-            line += batch.num_rows();
-            let batch = RecordBatch::try_new(schema.clone(), vec![values]).map_err(std::io::Error::other)?;
+            line += texts.len();
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(values))])
+                .map_err(std::io::Error::other)?;
             writer.write(&batch).map_err(std::io::Error::other)?;
         }
         writer.close().map(|_| ()).map_err(std::io::Error::other)
