@@ -171,15 +171,13 @@ pub(crate) async fn submit(
     let Json(request) = body?;
     // Everything that can refuse the request is checked before a shard is generated.
     state.jobs.chunk_rows(request.chunk_rows)?;
-    if let Some(id) = &request.model_id {
-        state.jobs.model(id).await?;
-    }
+    let model = state.jobs.named_model(request.model_id.as_deref()).await?;
     let path = match (&request.file_path, &request.generate) {
         (Some(file), None) => confine(&state.config.storage.data_roots, file)?,
         (None, Some(generated)) => generate_shard(&state, generated).await?,
         _ => return Err(ApiError::bad_request("give exactly one of file_path and generate")),
     };
-    let submitted = state.jobs.submit(&path, request.model_id.as_deref(), request.chunk_rows).await?;
+    let submitted = state.jobs.submit(&path, model, request.chunk_rows).await?;
     if !request.wait {
         return Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted))).into_response());
     }

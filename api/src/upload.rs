@@ -147,7 +147,10 @@ pub(crate) async fn shards(
     };
     let _ = tokio::fs::remove_file(&received.path).await;
     converted?;
-    let submitted = state.jobs.submit(&shard, options.model_id.as_deref(), options.chunk_rows).await;
+    let submitted = match state.jobs.named_model(options.model_id.as_deref()).await {
+        Ok(model) => state.jobs.submit(&shard, model, options.chunk_rows).await,
+        Err(e) => Err(e),
+    };
     if submitted.is_err() {
         let _ = tokio::fs::remove_file(&shard).await;
     }

@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use arrow_array::{Array, Float64Array};
 use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
@@ -19,7 +20,7 @@ use shardflow_config::FitStrategy;
 use shardflow_generate::{GenerateOptions, generate};
 use shardflow_model::fit_parts;
 use shardflow_model::{Mixture, MixtureParams};
-use shardflow_storage::shard::{AMOUNT, sample};
+use shardflow_storage::shard::{AMOUNT, Shard};
 use shardflow_storage::table::list_shards;
 
 const SHARDS: usize = 10;
@@ -42,7 +43,16 @@ fn main() -> anyhow::Result<()> {
     generate(&opts, &ProgressBar::hidden())?;
     let mut generated = Shards::new();
     for path in list_shards(dir.path())? {
-        let (all, _) = sample(&path, AMOUNT, usize::MAX, 0)?;
+        let mut all = Vec::new();
+        for batch in Shard::open(&path, AMOUNT)?.batches(65_536)? {
+            let batch = batch?;
+            let values = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or_else(|| anyhow::anyhow!("not Float64"))?;
+            all.extend(values.iter().flatten().filter(|v| v.is_finite()));
+        }
         // Every sixth row is held out.
         let (mut train, mut held) = (Vec::new(), Vec::new());
         for (i, v) in all.into_iter().enumerate() {

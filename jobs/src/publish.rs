@@ -91,14 +91,16 @@ impl Publisher {
     /// # Errors
     /// [`PublishError`]; the job row then says `failed` with the reason.
     pub async fn publish(&self, path: &Path, model: &Model, progress: &ProgressBar) -> Result<Published, PublishError> {
-        let job = new_job(path, &model.dataset, self.publish.chunk_rows.get(), JobStatus::Publishing);
+        let mut job = new_job(path, &model.dataset, self.publish.chunk_rows.get(), JobStatus::Publishing);
+        job.model_id.clone_from(&model.model_id);
+        self.index.insert_job(&job).await?;
         self.publish_job(job, path, model, progress).await
     }
 
-    /// Publish `job` (its row made by [`new_job`], maybe already recorded, maybe left
-    /// `publishing` by a process that stopped): record it `publishing` with `model`, send
-    /// every chunk from the first, in chunks of `job.chunk_rows`, then record `published`
-    /// or `failed`. Chunks are cut the same way every time and their outputs are keyed by
+    /// Publish `job`, whose row is recorded (by the submission, or left `publishing` or
+    /// `fitting` by a process that stopped): record it `publishing` with `model` unless it
+    /// already says so, send every chunk from the first, in chunks of `job.chunk_rows`, then
+    /// record `published` or `failed`. Chunks are cut the same way every time and their outputs are keyed by
     /// (job, chunk), so publishing a job again is safe.
     ///
     /// # Errors
@@ -112,12 +114,14 @@ impl Publisher {
     ) -> Result<Published, PublishError> {
         let span = info_span!("publish", job = %job.job_id, source = %path.display());
         async {
-            job.model_id.clone_from(&model.model_id);
-            job.dataset.clone_from(&model.dataset);
-            job.status = JobStatus::Publishing;
-            job.version = version_now();
-            job.updated_at = unix_now();
-            self.index.insert_job(&job).await?;
+            if job.status != JobStatus::Publishing || job.model_id != model.model_id {
+                job.model_id.clone_from(&model.model_id);
+                job.dataset.clone_from(&model.dataset);
+                job.status = JobStatus::Publishing;
+                job.version = version_now();
+                job.updated_at = unix_now();
+                self.index.insert_job(&job).await?;
+            }
             let chunk_rows = usize::try_from(job.chunk_rows).unwrap_or(usize::MAX).max(1);
             let result = self.send_chunks(&job.job_id, path, &model.model_id, chunk_rows, progress).await;
             match &result {

@@ -16,7 +16,7 @@ use shardflow_config::{Config, PublishConfig};
 use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, Shard, ShardError};
 use shardflow_storage::table::list_shards;
-use shardflow_store::{Index, IndexError, JobRow, JobStatus};
+use shardflow_store::{Index, IndexError, JobRow, JobStatus, ModelRow};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
@@ -178,26 +178,37 @@ impl JobService {
         Ok(chunk_rows)
     }
 
+    /// The model a request names, loaded; `None` when it names none.
+    ///
+    /// # Errors
+    /// [`SubmitError::NoModel`] or [`SubmitError::ModelUnusable`].
+    pub async fn named_model(&self, model_id: Option<&str>) -> Result<Option<Model>, SubmitError> {
+        match model_id {
+            Some(id) => Ok(Some(self.model(id).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// A registered model by id.
     ///
     /// # Errors
     /// [`SubmitError::NoModel`] or [`SubmitError::ModelUnusable`].
     pub async fn model(&self, model_id: &str) -> Result<Model, SubmitError> {
         let row = self.index.model(model_id).await?.ok_or_else(|| SubmitError::NoModel(model_id.to_string()))?;
-        Model::from_json(&row.model_json)
-            .map_err(|e| SubmitError::ModelUnusable { model_id: row.model_id, reason: format!("{e}{}", advice(&e)) })
+        load(row)
     }
 
     /// Check the shard at `path` (confined by the caller), record a job for it and start
-    /// fitting (when the dataset has no model and none is named) and publishing in the
-    /// background. Returns once the job row is written.
+    /// fitting (when the dataset has no model and `model` is `None`) and publishing in the
+    /// background. Returns once the job row is written. `model` is the one the request
+    /// named ([`JobService::named_model`]).
     ///
     /// # Errors
     /// [`SubmitError`]: nothing was recorded or sent.
     pub async fn submit(
         self: &Arc<Self>,
         path: &Path,
-        model_id: Option<&str>,
+        model: Option<Model>,
         chunk_rows: Option<usize>,
     ) -> Result<Submitted, SubmitError> {
         let chunk_rows = self.chunk_rows(chunk_rows)?;
@@ -205,15 +216,9 @@ impl JobService {
         let rows = tokio::task::spawn_blocking(move || Shard::open(&checked, AMOUNT).map(|s| s.rows()))
             .await
             .map_err(|e| ShardError::Read { path: path.display().to_string(), reason: e.to_string() })??;
-        let model = match model_id {
-            Some(id) => Some(self.model(id).await?),
-            None => match self.index.latest_model(AMOUNT).await? {
-                Some(row) => Some(Model::from_json(&row.model_json).map_err(|e| SubmitError::ModelUnusable {
-                    model_id: row.model_id,
-                    reason: format!("{e}{}", advice(&e)),
-                })?),
-                None => None,
-            },
+        let model = match model {
+            Some(model) => Some(model),
+            None => self.index.latest_model(AMOUNT).await?.map(load).transpose()?,
         };
         let status = if model.is_some() { JobStatus::Publishing } else { JobStatus::Fitting };
         let mut job = new_job(path, AMOUNT, chunk_rows, status);
@@ -250,11 +255,9 @@ impl JobService {
     /// When ClickHouse does not answer.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, IndexError> {
         let jobs = self.index.unfinished_jobs().await?;
-        for job in &jobs {
-            info!(job = %job.job_id, status = %job.status, "resuming a job a previous process left unfinished");
-        }
         let found = jobs.len();
         for job in jobs {
+            info!(job = %job.job_id, status = %job.status, "resuming a job a previous process left unfinished");
             let path = PathBuf::from(&job.source);
             self.spawn(job, path, None);
         }
@@ -348,10 +351,12 @@ impl JobService {
         let deadline = Instant::now() + self.config.api.wait_timeout;
         loop {
             let job = self.index.job(job_id).await?.ok_or_else(|| WaitError::NotFound(job_id.to_string()))?;
-            let (done, rows) = self.index.progress(job_id).await?;
+            let mut done = 0;
             match job.status {
                 JobStatus::Failed => return Err(WaitError::Failed { job_id: job.job_id, reason: job.error }),
                 JobStatus::Published => {
+                    let rows;
+                    (done, rows) = self.index.progress(job_id).await?;
                     let dead = self.index.dead_letters(job_id).await?;
                     if done + dead.len() as u64 >= job.chunks {
                         return match dead.first() {
@@ -374,4 +379,10 @@ impl JobService {
             tokio::time::sleep(self.config.api.poll_interval).await;
         }
     }
+}
+
+/// A registered model's row, loaded.
+fn load(row: ModelRow) -> Result<Model, SubmitError> {
+    Model::from_json(&row.model_json)
+        .map_err(|e| SubmitError::ModelUnusable { model_id: row.model_id, reason: format!("{e}{}", advice(&e)) })
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -164,57 +164,4 @@ pub fn sample_rows(rows: usize, n: usize, seed: u64) -> Option<Vec<usize>> {
         idx.sort_unstable();
         idx
     })
-}
-
-/// Read the whole column once: up to `n` finite values drawn uniformly without
-/// replacement (seeded), plus the shard's statistics.
-///
-/// # Errors
-/// [`ShardError`] when the shard cannot be opened or read.
-pub fn sample(path: &Path, column: &str, n: usize, seed: u64) -> Result<(Vec<f64>, ShardStats), ShardError> {
-    let shard = Shard::open(path, column)?;
-    let rows = shard.rows();
-    let rows_usize = usize::try_from(rows).unwrap_or(usize::MAX);
-    let picks = sample_rows(rows_usize, n, seed);
-    let mut stats = ShardStats {
-        file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        rows,
-        min: f64::INFINITY,
-        max: f64::NEG_INFINITY,
-        ..ShardStats::default()
-    };
-    let mut out = Vec::with_capacity(n.min(rows_usize));
-    let mut offset = 0usize;
-    let mut next_pick = 0usize;
-    for batch in shard.batches(65_536)? {
-        let batch = batch?;
-        let Some(values) = batch.column(0).as_any().downcast_ref::<Float64Array>() else {
-            continue;
-        };
-        for i in 0..values.len() {
-            let row = offset + i;
-            let v = values.value(i);
-            let finite = values.is_valid(i) && v.is_finite();
-            if !finite {
-                stats.nulls += 1;
-            } else {
-                stats.min = stats.min.min(v);
-                stats.max = stats.max.max(v);
-            }
-            let take = match &picks {
-                None => true,
-                Some(p) if next_pick < p.len() && p[next_pick] == row => {
-                    next_pick += 1;
-                    true
-                }
-                Some(_) => false,
-            };
-            if take && finite {
-                out.push(v);
-            }
-        }
-        offset += values.len();
-    }
-    stats.sampled = out.len() as u64;
-    Ok((out, stats))
 }

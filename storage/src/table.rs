@@ -176,14 +176,6 @@ impl Table {
         }
     }
 
-    /// Rows in the shard: from the footer for Parquet, by reading it for CSV.
-    ///
-    /// # Errors
-    /// [`ShardError::Read`] when a CSV file cannot be read to the end.
-    pub fn rows(path: &Path, csv_schema: Option<SchemaRef>) -> Result<u64, ShardError> {
-        Self::open(path, &[], csv_schema)?.num_rows()
-    }
-
     /// Rows in this shard: from the footer for Parquet, by reading it for CSV.
     ///
     /// # Errors
@@ -195,6 +187,7 @@ impl Table {
             }
             Source::Csv { path, schema } => (path.clone(), schema.clone()),
         };
+        // No column projected: the reader only counts the rows, parsing no field.
         let counting = Self {
             shown: self.shown.clone(),
             source: Source::Csv { path, schema },
@@ -261,8 +254,8 @@ pub fn sample_table(
     n: usize,
     seed: u64,
 ) -> Result<(RecordBatch, u64, Vec<ColumnStats>), ShardError> {
-    let rows = Table::rows(path, csv_schema.clone())?;
     let table = Table::open(path, columns, csv_schema)?;
+    let rows = table.num_rows()?;
     let schema = table.schema();
     let picks = sample_rows(usize::try_from(rows).unwrap_or(usize::MAX), n, seed);
     let mut stats = vec![ColumnStats { nulls: 0, min: f64::INFINITY, max: f64::NEG_INFINITY }; schema.fields().len()];
