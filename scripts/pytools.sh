@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install the Python tools the tests use (schemathesis, to fuzz the API from its own
-# OpenAPI document) into .services/venv, from PyPI, pinned in scripts/requirements-fuzz.txt.
+# Install the Python tools the tests use (schemathesis to fuzz the API from its own
+# OpenAPI document, and readers that check our bytes from outside) into .services/venv,
+# from PyPI, pinned in scripts/requirements-tests.txt.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.services/venv"
-requirements="$root/scripts/requirements-fuzz.txt"
+requirements="$root/scripts/requirements-tests.txt"
 stamp="$venv/.installed"
 
 say() { printf 'pytools: %s\n' "$*"; }
