@@ -1,11 +1,16 @@
 //! The schemas shardflow's messages and tables follow, embedded from `schemas/avro` and
-//! `schemas/sql`, and the codec that turns a chunk (an Arrow `RecordBatch`) into one Avro
-//! datum and back.
+//! `schemas/sql`, and the codecs that turn a chunk (an Arrow `RecordBatch`) into a
+//! message payload and back.
 //!
-//! A chunk schema is an Avro record whose fields are the columns: each an array with
-//! one item per row, items `["null", "double"]`.
+//! Chunks go on the wire as Avro Object Container Files ([`ocf`], `format` header
+//! [`ocf::OCF_FORMAT`]), any table. Version 1, before the `format` header, sent `Amount`
+//! chunks as one Avro datum of [`AMOUNT_CHUNK_AVSC`] (a record whose fields are the
+//! columns, each an array with one item per row, items `["null", "double"]`);
+//! [`ChunkCodec`] still reads those, so messages left in a topic by an older producer are
+//! transformed during an upgrade.
 #![warn(missing_docs)]
 
+pub mod ocf;
 pub mod rounds;
 
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 
-/// Avro schema of an `Amount` chunk.
+/// Avro schema of a version-1 `Amount` chunk.
 pub const AMOUNT_CHUNK_AVSC: &str = include_str!("../avro/amount_chunk.avsc");
 
 /// ClickHouse DDL, in the order it must run; `{database}` stands for the database name.
@@ -56,7 +61,7 @@ pub enum CodecError {
     Encode(String),
 }
 
-/// Encodes and decodes chunks of one schema.
+/// Encodes and decodes version-1 chunks (one Avro datum of nullable-double arrays).
 #[derive(Clone, Debug)]
 pub struct ChunkCodec {
     schema: Schema,
