@@ -82,7 +82,8 @@ pub struct ColumnModel {
     /// Categorical: the categories in first-seen order; `null` is the null category.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categories: Vec<Option<String>>,
-    /// Categorical: the input's Arrow type, which the inverse gives back.
+    /// The input's Arrow type, which the inverse gives back; left out for a continuous or
+    /// mixed column read as Float64 (the default there).
     #[serde(default, skip_serializing_if = "is_default")]
     pub data_type: Option<DataType>,
 }
@@ -135,6 +136,13 @@ impl ColumnModel {
     #[must_use]
     pub fn with_modes(self, modes: Vec<Option<f64>>) -> Self {
         Self { modes, ..self }
+    }
+
+    /// The same column reading (and giving back) `data_type`; `None` is Float64 for a
+    /// continuous or mixed column.
+    #[must_use]
+    pub fn with_data_type(self, data_type: Option<DataType>) -> Self {
+        Self { data_type, ..self }
     }
 
     /// The mixture of a continuous or mixed column.
@@ -210,11 +218,11 @@ impl ColumnModel {
         (0..self.categories.len()).map(|i| format!("{}.category_{i}", self.name)).collect()
     }
 
-    /// The input field: Float64 for numeric kinds, the fitted type for categorical.
+    /// The input field, of the fitted type: Float64 when a numeric kind records none.
     pub fn input_field(&self) -> Field {
         let data_type = match self.kind {
             ColumnKind::Categorical => self.data_type.clone().unwrap_or(DataType::Utf8),
-            ColumnKind::Continuous | ColumnKind::Mixed => DataType::Float64,
+            ColumnKind::Continuous | ColumnKind::Mixed => self.data_type.clone().unwrap_or(DataType::Float64),
         };
         Field::new(&self.name, data_type, true)
     }

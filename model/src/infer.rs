@@ -1,6 +1,6 @@
 //! Choosing a column's kind (given, or inferred from a sample) and fitting its encoding.
 
-use arrow_array::{Array, Float64Array};
+use arrow_array::Array;
 use arrow_schema::DataType;
 use serde::{Deserialize, Serialize};
 
@@ -79,19 +79,10 @@ fn is_text_like(data_type: &DataType) -> bool {
     )
 }
 
-/// The finite values of a numeric sample (nulls and NaN/infinity left out).
+/// The finite values of a numeric sample (nulls and NaN/infinity left out); dates and
+/// timestamps as their epoch counts.
 fn finite_values(column: &str, sample: &dyn Array) -> Result<Vec<f64>, ModelError> {
-    let type_error = || ModelError::ColumnType {
-        column: column.to_string(),
-        found: sample.data_type().clone(),
-        expected: "a number",
-    };
-    if !sample.data_type().is_numeric() {
-        return Err(type_error());
-    }
-    let cast = arrow_cast::cast(sample, &DataType::Float64).map_err(|_| type_error())?;
-    let floats = cast.as_any().downcast_ref::<Float64Array>().ok_or_else(type_error)?;
-    Ok(floats.iter().flatten().filter(|v| v.is_finite()).collect())
+    Ok(crate::numeric::fit_values(column, sample)?.iter().flatten().filter(|v| v.is_finite()).collect())
 }
 
 /// Distinct values of `values` with their counts, most frequent first (ties: smaller
@@ -112,7 +103,8 @@ fn value_counts(values: &[f64]) -> Vec<(f64, usize)> {
 }
 
 /// Infer a column's kind from a sample: text, booleans and dictionaries are categorical;
-/// a number column with few distinct values, each repeated, is categorical; one with a
+/// a number column (not a date or timestamp) with few distinct values, each repeated, is
+/// categorical; one with a
 /// value holding at least [`InferenceParams::mode_min_share`] of its rows is mixed; any
 /// other is continuous.
 ///
@@ -124,7 +116,14 @@ pub fn infer_kind(column: &str, sample: &dyn Array, params: &InferenceParams) ->
     }
     let values = finite_values(column, sample)?;
     let counts = value_counts(&values);
-    if !counts.is_empty() && counts.len() <= params.categorical_max_distinct && values.len() >= 10 * counts.len() {
+    // Dates and timestamps are points in time, never categories (a few repeated days are
+    // still a date column).
+    let temporal = crate::numeric::is_temporal(sample.data_type());
+    if !temporal
+        && !counts.is_empty()
+        && counts.len() <= params.categorical_max_distinct
+        && values.len() >= 10 * counts.len()
+    {
         return Ok(Inferred { kind: ColumnKind::Categorical, modes: Vec::new() });
     }
     let modes = modes_of(&values, &counts, params);
@@ -205,6 +204,9 @@ pub fn fit_column_in_parts(
         (None, None) => (infer_kind(name, sample, inference)?, KindSource::Inferred),
     };
     let null_mode = (sample.null_count() > 0).then_some(None);
+    // The input type the inverse gives back; Float64 is the default and left unrecorded,
+    // so models of Float64 columns keep their files and ids.
+    let data_type = Some(sample.data_type().clone()).filter(|t| *t != DataType::Float64);
     let model = match inferred.kind {
         ColumnKind::Categorical => {
             let categories = fit_categories(name, sample, inference.max_categories)?;
@@ -212,7 +214,7 @@ pub fn fit_column_in_parts(
         }
         ColumnKind::Continuous => {
             let mix = fit_parts(&part_values(&[])?, strategy, mixture).map_err(|e| in_column(name, e))?;
-            ColumnModel::continuous(name, mix).with_modes(null_mode.into_iter().collect())
+            ColumnModel::continuous(name, mix).with_modes(null_mode.into_iter().collect()).with_data_type(data_type)
         }
         ColumnKind::Mixed => {
             let rest = part_values(&inferred.modes)?;
@@ -220,7 +222,7 @@ pub fn fit_column_in_parts(
             let fit_on = if rest.iter().all(Vec::is_empty) { part_values(&[])? } else { rest };
             let mix = fit_parts(&fit_on, strategy, mixture).map_err(|e| in_column(name, e))?;
             let modes = inferred.modes.iter().map(|&m| Some(m)).chain(null_mode).collect();
-            ColumnModel::mixed(name, mix, modes)
+            ColumnModel::mixed(name, mix, modes).with_data_type(data_type)
         }
     };
     Ok(model.with_source(source))

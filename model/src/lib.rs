@@ -31,6 +31,7 @@ mod infer;
 mod kmeans;
 mod lanes;
 mod mixed;
+mod numeric;
 mod onehot;
 mod transform;
 
@@ -215,17 +216,23 @@ impl Model {
     }
 
     /// Encode `batch`; component draws come from `seed` (see [`chunk_seed`]). Values of
-    /// categorical columns that the fit never saw become all-zero rows; see
+    /// categorical columns that the fit never saw become all-zero rows; values of numeric
+    /// columns that are not numbers (text such as "abc") are encoded as null; see
     /// [`Model::transform_with_report`] for how many.
     ///
+    /// Continuous and mixed columns read any type that casts to Float64: numbers, dates
+    /// and timestamps (their epoch count), booleans, text.
+    ///
     /// # Errors
-    /// [`ModelError::MissingColumn`] or [`ModelError::ColumnType`] when the batch does
-    /// not carry the model's columns (Float64 for continuous and mixed columns).
+    /// [`ModelError::MissingColumn`] when the batch lacks a model column,
+    /// [`ModelError::ColumnType`] when a column's type cannot be read at all (a list in a
+    /// numeric column). Values never fail the batch.
     pub fn transform(&self, batch: &RecordBatch, seed: u64) -> Result<RecordBatch, ModelError> {
         self.transform_with_report(batch, seed).map(|(batch, _)| batch)
     }
 
-    /// [`Model::transform`], also counting the rows whose category was not seen at fit.
+    /// [`Model::transform`], also counting the rows whose category was not seen at fit and
+    /// the values of numeric columns that could not be read as numbers.
     ///
     /// # Errors
     /// As [`Model::transform`].
@@ -239,8 +246,11 @@ impl Model {
         for (i, c) in self.columns.iter().enumerate() {
             match c.kind {
                 ColumnKind::Continuous | ColumnKind::Mixed => {
-                    let x = float_column(batch, &c.name)?;
-                    let out = mixed::encode(c.mixture()?, &c.modes, x, seed.wrapping_add(i as u64));
+                    let (x, invalid) = numeric::read(&c.name, column(batch, &c.name)?.as_ref())?;
+                    if invalid > 0 {
+                        report.invalid.push((c.name.clone(), invalid));
+                    }
+                    let out = mixed::encode(c.mixture()?, &c.modes, &x, seed.wrapping_add(i as u64));
                     arrays.push(Arc::new(out.alpha));
                     arrays.extend(out.modes.into_iter().chain(out.components).map(|a| Arc::new(a) as ArrayRef));
                 }
@@ -258,7 +268,9 @@ impl Model {
         Ok((out, report))
     }
 
-    /// Decode a transformed batch back to the input columns.
+    /// Decode a transformed batch back to the input columns, of exactly
+    /// [`Model::input_schema`]: integers, dates and timestamps rounded to the nearest
+    /// count (null where outside the type's range), timestamps in their unit and time zone.
     ///
     /// # Errors
     /// [`ModelError::MissingColumn`] or [`ModelError::ColumnType`] when the batch is not
@@ -272,7 +284,8 @@ impl Model {
                     let alpha = float_column(batch, &c.alpha_name())?;
                     let modes = block(c.mode_names())?;
                     let components = block(c.one_hot_names())?;
-                    arrays.push(Arc::new(mixed::decode(c.mixture()?, &c.modes, alpha, &modes, &components)));
+                    let values = mixed::decode(c.mixture()?, &c.modes, alpha, &modes, &components);
+                    arrays.push(numeric::write(&c.name, values, c.data_type.as_ref())?);
                 }
                 ColumnKind::Categorical => {
                     let data_type = c.data_type.clone().unwrap_or(DataType::Utf8);
@@ -292,6 +305,10 @@ pub struct TransformReport {
     /// Per categorical column with values the fit never saw: the column and how many rows
     /// (encoded as all-zero rows, decoded as null).
     pub unseen: Vec<(String, u64)>,
+    /// Per continuous or mixed column with values that are not numbers (text such as
+    /// "abc" in a number column): the column and how many rows (encoded as null: the null
+    /// slot where the column has one, else a null row).
+    pub invalid: Vec<(String, u64)>,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ModelError> {

@@ -109,9 +109,11 @@ fn wrong_input_is_a_clear_error() {
         RecordBatch::try_from_iter([("amount", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef)]).expect("batch");
     let err = model.transform(&other, 0).expect_err("missing column");
     assert_eq!(err.to_string(), "batch has no column `Amount` (columns: amount)");
-    let ints =
-        RecordBatch::try_from_iter([("Amount", Arc::new(UInt8Array::from(vec![1u8])) as ArrayRef)]).expect("batch");
-    assert!(matches!(model.transform(&ints, 0), Err(ModelError::ColumnType { .. })));
+    let lists =
+        arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float64Type, _, _>([Some(vec![Some(1.0)])]);
+    let lists = RecordBatch::try_from_iter([("Amount", Arc::new(lists) as ArrayRef)]).expect("batch");
+    let err = model.transform(&lists, 0).expect_err("a list is not a number");
+    assert!(matches!(err, ModelError::ColumnType { .. }), "{err}");
 }
 
 #[test]

@@ -271,3 +271,19 @@ fn bad_files_and_columns_are_clear_errors() {
     let err = fit_column("t", &text, &numeric, &InferenceParams::default(), &params()).expect_err("text");
     assert!(matches!(err, ModelError::ColumnType { .. }), "{err}");
 }
+
+#[test]
+fn amount_models_of_format_2_keep_their_id() {
+    // Written by the build before columns recorded their input type: a Float64 column
+    // records none, so the file reads, writes back byte for byte and keeps its id.
+    let text = include_str!("../fixtures/model_v2_amount.json");
+    let model = Model::from_json(text).expect("a format-2 Amount model loads");
+    assert_eq!((model.format_version, model.model_id.as_str()), (2, "0baacbb73243181b"));
+    assert_eq!(model.to_json().trim_end(), text.trim_end());
+    assert_eq!(model.input_schema().field(0).data_type(), &arrow_schema::DataType::Float64);
+    // Refitted from a Float64 column, a model records no data_type either.
+    let amounts: Float64Array = (0..3_000).map(|i| Some(f64::from(i % 101) * 3.5 + 1.0)).collect();
+    let column = fit_inferred("Amount", &amounts);
+    assert_eq!(column.data_type, None);
+    assert!(!Model::new("Amount", vec![column]).to_json().contains("data_type"));
+}
