@@ -221,6 +221,13 @@ impl From<SubmitError> for ApiError {
             SubmitError::Shard(e) => e.into(),
             SubmitError::NoModel(_) => Self::not_found(e.to_string()),
             SubmitError::ModelUnusable { .. } => Self::new(StatusCode::CONFLICT, "model_unusable", e.to_string()),
+            SubmitError::Columns { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "columns_mismatch", e.to_string())
+            }
+            SubmitError::NoDataset { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_dataset", e.to_string()),
+            SubmitError::WrongDataset { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_dataset", e.to_string())
+            }
             SubmitError::Index(e) => e.into(),
         }
     }

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Pagination, page, page_links, parse_time, rfc3339};
 use shardflow_generate::{GenerateOptions, generate};
-use shardflow_jobs::service::Submitted;
+use shardflow_jobs::service::{Submitted, Target};
 
 /// `POST /transforming_data` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -68,7 +68,7 @@ pub(crate) async fn transforming_data(
     let Json(request) = body?;
     let path = confine(&state.config.storage.data_roots, &request.file_path)?;
     // The job runs in the service's task: if this client goes away, it still finishes.
-    let submitted = state.jobs.submit(&path, None, None).await?;
+    let submitted = state.jobs.submit(&path, Target::default(), None).await?;
     let finished = state.jobs.wait(&submitted.job_id).await?;
     Ok(Json(TransformResponse {
         total_time_taken: format!("{:.2} seconds", started.elapsed().as_secs_f64()),
@@ -84,11 +84,14 @@ pub(crate) async fn transforming_data(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobRequest {
-    /// A Parquet shard with an `Amount` column: absolute, or relative to the first data root.
+    /// A Parquet or CSV shard: absolute, or relative to the first data root.
     pub file_path: Option<String>,
     /// Generate a shard of synthetic amounts instead.
     pub generate: Option<GenerateRequest>,
-    /// Model to transform with (default: the latest registered; one is fitted if none).
+    /// Dataset of the shard (default: the registered dataset with the file's columns, or
+    /// `Amount` for a file with an `Amount` column). One without a model is fitted first.
+    pub dataset: Option<String>,
+    /// Model to transform with (default: the one the dataset uses; one is fitted if none).
     pub model_id: Option<String>,
     /// Rows per chunk (default: publish.chunk_rows).
     pub chunk_rows: Option<usize>,
@@ -177,7 +180,8 @@ pub(crate) async fn submit(
         (None, Some(generated)) => generate_shard(&state, generated).await?,
         _ => return Err(ApiError::bad_request("give exactly one of file_path and generate")),
     };
-    let submitted = state.jobs.submit(&path, model, request.chunk_rows).await?;
+    let target = Target { dataset: request.dataset.clone(), model };
+    let submitted = state.jobs.submit(&path, target, request.chunk_rows).await?;
     if !request.wait {
         return Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted))).into_response());
     }
@@ -335,6 +339,21 @@ pub struct JobView {
     pub outputs: Vec<OutputView>,
     /// Every dead-lettered chunk, with the reason.
     pub dead_letters: Vec<DeadLetterView>,
+    /// Per column, values the transform could not encode as they were, over every chunk
+    /// done: `unseen` (a category the fit never saw: encoded as no category, decoded as
+    /// null) and `invalid` (not a number in a numeric column: encoded as null).
+    pub value_issues: Vec<ValueIssueView>,
+}
+
+/// Values of one column that were not encoded as they were.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ValueIssueView {
+    /// Column.
+    pub column: String,
+    /// `unseen` or `invalid`.
+    pub kind: String,
+    /// Rows, over every chunk done.
+    pub rows: u64,
 }
 
 /// One chunk's outputs.
@@ -381,7 +400,12 @@ async fn job_view(state: &AppState, id: &str) -> Result<JobView, ApiError> {
     let job = state.index.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     let outputs = outputs_of(state, id).await?;
     let dead = state.index.dead_letters(id).await?;
+    let issues = state.index.value_issues(id).await?;
     Ok(JobView {
+        value_issues: issues
+            .into_iter()
+            .map(|i| ValueIssueView { column: i.column, kind: i.kind, rows: i.rows })
+            .collect(),
         job: job.into(),
         transformed_file_path: transform_dir(&state.output_root, id).display().to_string(),
         inverse_transformed_file_path: inverse_dir(&state.output_root, id).display().to_string(),

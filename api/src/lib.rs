@@ -12,6 +12,7 @@
 //! mutating route requires `Authorization: Bearer <token>`.
 #![warn(missing_docs)]
 
+mod datasets;
 mod error;
 mod jobs;
 mod metrics;
@@ -144,6 +145,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(jobs::outputs))
         .routes(routes!(models::list))
         .routes(routes!(models::get))
+        .routes(routes!(datasets::list))
+        .routes(routes!(datasets::get))
+        .routes(routes!(datasets::use_model))
         .routes(routes!(uploads::get))
         .routes(routes!(uploads::aggregated))
         .routes(routes!(healthz))

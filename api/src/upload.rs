@@ -23,6 +23,7 @@ use utoipa::ToSchema;
 use super::error::ErrorBody;
 use super::jobs::Accepted;
 use super::{ApiError, AppState};
+use shardflow_jobs::service::Target;
 use shardflow_storage::shard::AMOUNT;
 
 /// A file received.
@@ -101,8 +102,9 @@ const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct ShardUpload {
-    /// A Parquet file with a numeric `Amount` column, or a CSV (UTF-8 or UTF-16 with a BOM)
-    /// with an `Amount` column (empty or `NaN` is null).
+    /// A Parquet file, or a CSV (UTF-8 or UTF-16 with a BOM, a header row; empty, `NA`,
+    /// `NaN` or `null` is null) whose column types are inferred from its first rows. For
+    /// the `Amount` dataset only that column is kept, and every value must be a number.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
 }
@@ -111,7 +113,10 @@ pub(crate) struct ShardUpload {
 #[derive(Debug, Deserialize, Serialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ShardOptions {
-    /// Model to transform with (default: the latest registered).
+    /// Dataset of the table (default: the registered dataset with the file's columns, or
+    /// `Amount` for a file with an `Amount` column). One without a model is fitted first.
+    pub dataset: Option<String>,
+    /// Model to transform with (default: the one the dataset uses).
     pub model_id: Option<String>,
     /// Rows per chunk (default: publish.chunk_rows).
     pub chunk_rows: Option<usize>,
@@ -142,13 +147,18 @@ pub(crate) async fn shards(
     let received = receive(&state, &headers, multipart, "file", &id, "upload").await?;
     let shard = received.path.with_extension("parquet");
     let converted = {
-        let (from, to) = (received.path.clone(), shard.clone());
-        tokio::task::spawn_blocking(move || as_parquet(&from, &to)).await.map_err(|e| ApiError::internal(&e))?
+        let (from, to, dataset) = (received.path.clone(), shard.clone(), options.dataset.clone());
+        tokio::task::spawn_blocking(move || as_parquet(&from, &to, dataset.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
     };
     let _ = tokio::fs::remove_file(&received.path).await;
     converted?;
     let submitted = match state.jobs.named_model(options.model_id.as_deref()).await {
-        Ok(model) => state.jobs.submit(&shard, model, options.chunk_rows).await,
+        Ok(model) => {
+            let target = Target { dataset: options.dataset.clone(), model };
+            state.jobs.submit(&shard, target, options.chunk_rows).await
+        }
         Err(e) => Err(e),
     };
     if submitted.is_err() {
@@ -157,8 +167,10 @@ pub(crate) async fn shards(
     Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted?))))
 }
 
-/// Keep a Parquet upload as is; convert a CSV one (an `Amount` column) to Parquet.
-fn as_parquet(upload: &Path, shard: &Path) -> Result<(), ApiError> {
+/// Keep a Parquet upload as is; convert a CSV one to Parquet: its `Amount` column for the
+/// `Amount` dataset (named, or not named and the CSV has that column), every column
+/// otherwise.
+fn as_parquet(upload: &Path, shard: &Path, dataset: Option<&str>) -> Result<(), ApiError> {
     let mut head = [0u8; 4];
     let is_parquet = std::fs::File::open(upload)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
@@ -166,29 +178,69 @@ fn as_parquet(upload: &Path, shard: &Path) -> Result<(), ApiError> {
     if is_parquet {
         return std::fs::rename(upload, shard).map_err(|e| ApiError::internal(&e));
     }
-    csv_to_parquet(upload, shard)
+    check_text(upload)?;
+    let inferred = infer_csv_schema(upload).map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
+    let amount = inferred.fields().iter().find(|f| f.name().trim().eq_ignore_ascii_case(AMOUNT)).map(|f| f.name());
+    match (dataset, amount) {
+        (Some(AMOUNT), _) | (None, Some(_)) => amount_to_parquet(upload, shard, &inferred),
+        _ => table_to_parquet(upload, shard, inferred),
+    }
 }
 
-/// Stream a CSV's `Amount` column into a Parquet shard, read by the one shard reader
-/// (`shardflow_storage::table`, the CSV dialect of `shardflow_storage::text`), refusing the
-/// whole file (400, with the line) at the first value that is not a finite number: a shard
-/// is all or nothing.
-fn csv_to_parquet(csv_path: &Path, shard: &Path) -> Result<(), ApiError> {
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_csv", message);
-    // The reader's own words, without the server's path of the upload.
-    let reason = |e: ShardError| match e {
+fn bad_csv(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_csv", message)
+}
+
+/// The reader's own words, without the server's path of the upload.
+fn reason(e: ShardError) -> String {
+    match e {
         ShardError::NotCsv { reason, .. } | ShardError::Read { reason, .. } => reason,
         other => other.to_string(),
-    };
-    open_text(csv_path).map_err(|e| match e {
+    }
+}
+
+/// 415 for an upload that is not text either.
+fn check_text(csv_path: &Path) -> Result<(), ApiError> {
+    open_text(csv_path).map(drop).map_err(|e| match e {
         TextError::Io(e) => ApiError::internal(&e),
         other => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "not_a_shard",
             format!("the upload is neither Parquet nor CSV: {other}"),
         ),
-    })?;
-    let inferred = infer_csv_schema(csv_path).map_err(|e| bad(format!("CSV: {}", reason(e))))?;
+    })
+}
+
+/// Stream every column of a CSV, with the types inferred from its first rows, into a
+/// Parquet shard; a value that does not parse as its column's type refuses the file (400).
+fn table_to_parquet(csv_path: &Path, shard: &Path, schema: arrow_schema::SchemaRef) -> Result<(), ApiError> {
+    let table = Table::open_as(csv_path, Format::Csv, &[], Some(schema.clone()))
+        .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
+    let mut failure = None;
+    write_atomically(shard, |file| {
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(std::io::Error::other)?;
+        let batches = table.batches(65_536).map_err(|e| {
+            failure = Some(bad_csv(format!("CSV: {}", reason(e))));
+            std::io::Error::other("bad CSV")
+        })?;
+        for batch in batches {
+            let batch = batch.map_err(|e| {
+                failure = Some(bad_csv(format!("CSV: {}", reason(e))));
+                std::io::Error::other("bad CSV")
+            })?;
+            writer.write(&batch).map_err(std::io::Error::other)?;
+        }
+        writer.close().map(|_| ()).map_err(std::io::Error::other)
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| ApiError::internal(&e)))
+}
+
+/// Stream a CSV's `Amount` column into a Parquet shard, read by the one shard reader
+/// (`shardflow_storage::table`, the CSV dialect of `shardflow_storage::text`), refusing the
+/// whole file (400, with the line) at the first value that is not a finite number: a shard
+/// is all or nothing.
+fn amount_to_parquet(csv_path: &Path, shard: &Path, inferred: &Schema) -> Result<(), ApiError> {
+    let bad = bad_csv;
     let column = inferred
         .fields()
         .iter()

@@ -1,5 +1,6 @@
-//! One chunk's work, free of Kafka: decode the Avro payload, transform and invert it
-//! with the model, write both Parquet parts atomically, and describe the outputs.
+//! One chunk's work, free of Kafka: decode the payload (an Avro Object Container File, or
+//! a version-1 `Amount` datum), transform and invert it with the model, write both Parquet
+//! parts atomically, and describe the outputs and the values that could not be encoded.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,9 +10,18 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use shardflow_model::{Model, chunk_seed};
-use shardflow_schemas::ChunkCodec;
+use shardflow_schemas::{ChunkCodec, ocf};
 use shardflow_storage::{inverse_dir, part_name, transform_dir, write_atomically};
-use shardflow_store::{OutputRow, unix_now};
+use shardflow_store::{OutputRow, ValueIssueRow, unix_now};
+
+/// How a chunk's payload is encoded, from its `format` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// An Avro Object Container File ([`ocf::OCF_FORMAT`]).
+    Ocf,
+    /// Version 1: one Avro datum of `shardflow.AmountChunk` (no `format` header).
+    AmountDatum,
+}
 
 /// A chunk as it arrived: where from, what it belongs to, the payload.
 #[derive(Clone, Debug)]
@@ -26,8 +36,20 @@ pub struct Chunk {
     pub partition: i32,
     /// Kafka offset.
     pub offset: i64,
-    /// Avro datum.
+    /// How the payload is encoded.
+    pub format: Format,
+    /// The payload.
     pub payload: Vec<u8>,
+}
+
+/// What a processed chunk leaves for the index: its outputs row, and its value issues
+/// (written first).
+#[derive(Clone, Debug)]
+pub struct Processed {
+    /// The outputs row.
+    pub output: OutputRow,
+    /// Per column, values that were not encoded as they were.
+    pub issues: Vec<ValueIssueRow>,
 }
 
 /// Why a chunk could not be processed.
@@ -53,7 +75,7 @@ impl ChunkError {
     }
 }
 
-/// Decode, transform, invert and write one chunk; the returned row is what the index
+/// Decode, transform, invert and write one chunk; what is returned is what the index
 /// records once the parts are durable.
 ///
 /// # Errors
@@ -62,15 +84,20 @@ impl ChunkError {
 pub fn process(
     chunk: &Chunk,
     model: &Model,
-    codec: &ChunkCodec,
+    v1: &ChunkCodec,
     output_root: &Path,
     worker: &str,
-) -> Result<OutputRow, ChunkError> {
+) -> Result<Processed, ChunkError> {
     let started = Instant::now();
-    let batch = codec.decode(&chunk.payload).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
+    let batch = match chunk.format {
+        Format::Ocf => ocf::decode(&chunk.payload),
+        Format::AmountDatum => v1.decode(&chunk.payload),
+    }
+    .map_err(|e| ChunkError::BadMessage(e.to_string()))?;
     let decoded = Instant::now();
     let seed = chunk_seed(&model.model_id, &chunk.job_id, chunk.seq);
-    let transformed = model.transform(&batch, seed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
+    let (transformed, report) =
+        model.transform_with_report(&batch, seed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
     let inverse = model.inverse(&transformed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
     let computed = Instant::now();
     let transform_path = transform_dir(output_root, &chunk.job_id).join(part_name(chunk.seq));
@@ -79,7 +106,22 @@ pub fn process(
     write_part(&inverse_path, &inverse)?;
     let written = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-    Ok(OutputRow {
+    let issue = |kind: &'static str| {
+        move |(column, rows): (String, u64)| ValueIssueRow {
+            job_id: chunk.job_id.clone(),
+            chunk: chunk.seq,
+            column,
+            kind: kind.to_string(),
+            rows,
+        }
+    };
+    let issues = report
+        .unseen
+        .into_iter()
+        .map(issue("unseen"))
+        .chain(report.invalid.into_iter().map(issue("invalid")))
+        .collect();
+    let output = OutputRow {
         job_id: chunk.job_id.clone(),
         chunk: chunk.seq,
         partition: chunk.partition,
@@ -92,7 +134,8 @@ pub fn process(
         write_ms: ms(computed, written),
         worker: worker.to_string(),
         created_at: unix_now(),
-    })
+    };
+    Ok(Processed { output, issues })
 }
 
 /// Write one Parquet part under a temporary name, then rename: a reader never sees half

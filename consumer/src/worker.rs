@@ -21,12 +21,12 @@ use rdkafka::{Offset, Statistics, TopicPartitionList};
 use shardflow_config::Config;
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
-use shardflow_schemas::ChunkCodec;
+use shardflow_schemas::{ChunkCodec, ocf};
 use shardflow_store::{Index, IndexError};
 use tokio::sync::{Mutex, watch};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::chunk::{Chunk, ChunkError, process};
+use crate::chunk::{Chunk, ChunkError, Format, process};
 use crate::metrics::{Metrics, PartitionLabel};
 use shardflow_kafka::dead_letter::{DeadLetterError, DeadLetters, worker_name};
 
@@ -261,6 +261,7 @@ struct ChunkHeaders {
     seq: Option<u64>,
     model_id: Option<String>,
     schema: Option<String>,
+    format: Option<String>,
 }
 
 impl ChunkHeaders {
@@ -273,23 +274,33 @@ impl ChunkHeaders {
                 headers::CHUNK => out.seq = value.and_then(|v| v.parse::<u64>().ok()),
                 headers::MODEL_ID => out.model_id = value,
                 headers::SCHEMA => out.schema = value,
+                headers::FORMAT => out.format = value,
                 _ => {}
             }
         }
         out
     }
 
-    /// The chunk, when the headers make one and the schema is ours.
+    /// The chunk, when the headers make one in a format this worker reads: an Object
+    /// Container File, or (no `format` header) a version-1 datum of `codec`'s schema.
     fn chunk(&self, message: &BorrowedMessage<'_>, codec: &ChunkCodec) -> Result<Chunk, String> {
-        if let Some(schema) = self.schema.as_ref().filter(|s| *s != codec.schema_name()) {
-            return Err(format!("payload schema is {schema}, this worker reads {}", codec.schema_name()));
-        }
+        let format = match self.format.as_deref() {
+            Some(ocf::OCF_FORMAT) => Format::Ocf,
+            Some(other) => return Err(format!("payload format is {other}, this worker reads {}", ocf::OCF_FORMAT)),
+            None => match self.schema.as_deref() {
+                Some(schema) if schema != codec.schema_name() => {
+                    return Err(format!("payload schema is {schema}, this worker reads {}", codec.schema_name()));
+                }
+                _ => Format::AmountDatum,
+            },
+        };
         Ok(Chunk {
             job_id: self.job_id.clone().ok_or("missing or invalid job_id header")?,
             seq: self.seq.ok_or("missing or invalid chunk header")?,
             model_id: self.model_id.clone().ok_or("missing model_id header")?,
             partition: message.partition(),
             offset: message.offset(),
+            format,
             payload: message.payload().ok_or("empty payload")?.to_vec(),
         })
     }
@@ -353,10 +364,13 @@ impl Shared {
         let root = self.output_root.clone();
         let name = self.name.clone();
         let owned = chunk.clone();
-        let row = tokio::task::spawn_blocking(move || process(&owned, &model, &codec, &root, &name))
+        let done = tokio::task::spawn_blocking(move || process(&owned, &model, &codec, &root, &name))
             .await
             .map_err(|e| HandleError::Join(e.to_string()))??;
-        self.index.insert_output(&row).await?;
+        // Issues first: a chunk with an outputs row has its issues recorded too.
+        self.index.insert_value_issues(&done.issues).await?;
+        self.index.insert_output(&done.output).await?;
+        let row = done.output;
         self.metrics.records.inc_by(row.rows);
         self.metrics.chunks.inc();
         info!(rows = row.rows, "chunk done");

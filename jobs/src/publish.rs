@@ -1,5 +1,8 @@
-//! Publishing a shard: read it as a stream, cut it into chunks, encode each as Avro and
-//! send one Kafka message per chunk through an idempotent producer. At most
+//! Publishing a shard: read the model's columns as a stream, cut them into chunks, encode
+//! each as an Avro Object Container File ([`shardflow_schemas::ocf`]) and send one Kafka
+//! message per chunk through an idempotent producer. A chunk whose file would exceed
+//! `kafka.message_max_bytes` (wide rows, long strings) is cut in halves until it fits, the
+//! same way every time. At most
 //! `max_in_flight` chunks wait for delivery at once, so a slow broker slows the reader
 //! instead of growing memory. The job row records rows and chunks once every chunk is
 //! acknowledged.
@@ -15,13 +18,15 @@ use shardflow_config::{KafkaConfig, PublishConfig};
 use shardflow_kafka::in_flight::{InFlight, Outgoing};
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
-use shardflow_schemas::{ChunkCodec, CodecError};
+use shardflow_schemas::{CodecError, ocf};
 use shardflow_store::{Index, IndexError, JobRow, JobStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span};
 
-use shardflow_storage::shard::{Shard, ShardError};
+use arrow_array::RecordBatch;
+use shardflow_storage::shard::ShardError;
+use shardflow_storage::table::Table;
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +60,6 @@ pub struct Published {
 pub struct Publisher {
     producer: FutureProducer,
     index: Index,
-    codec: ChunkCodec,
     kafka: KafkaConfig,
     publish: PublishConfig,
 }
@@ -70,7 +74,6 @@ impl Publisher {
         Ok(Self {
             producer: kafka::producer(&config.kafka)?,
             index,
-            codec: ChunkCodec::amount()?,
             kafka: config.kafka.clone(),
             publish: config.publish.clone(),
         })
@@ -123,7 +126,7 @@ impl Publisher {
                 self.index.insert_job(&job).await?;
             }
             let chunk_rows = usize::try_from(job.chunk_rows).unwrap_or(usize::MAX).max(1);
-            let result = self.send_chunks(&job.job_id, path, &model.model_id, chunk_rows, progress).await;
+            let result = self.send_chunks(&job.job_id, path, model, chunk_rows, progress).await;
             match &result {
                 Ok(done) => {
                     job.status = JobStatus::Published;
@@ -147,7 +150,7 @@ impl Publisher {
         &self,
         job_id: &str,
         path: &Path,
-        model_id: &str,
+        model: &Model,
         chunk_rows: usize,
         progress: &ProgressBar,
     ) -> Result<Published, PublishError> {
@@ -155,10 +158,10 @@ impl Publisher {
         // a small channel, so it never runs far ahead of the broker.
         let (tx, mut rx) = mpsc::channel::<Result<(u64, Vec<u8>), PublishError>>(2);
         let reader_path = path.to_path_buf();
-        let codec = self.codec.clone();
-        let column = codec.columns().first().cloned().unwrap_or_default();
+        let columns: Vec<String> = model.columns.iter().map(|c| c.name.clone()).collect();
+        let max_bytes = self.kafka.message_max_bytes;
         let reader = tokio::task::spawn_blocking(move || {
-            let batches = match Shard::open(&reader_path, &column).and_then(|s| s.batches(chunk_rows)) {
+            let batches = match Table::open(&reader_path, &columns, None).and_then(|t| t.batches(chunk_rows)) {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e.into()));
@@ -166,11 +169,21 @@ impl Publisher {
                 }
             };
             for batch in batches {
-                let encoded =
-                    batch.map_err(PublishError::from).and_then(|b| Ok((b.num_rows() as u64, codec.encode(&b)?)));
-                let failed = encoded.is_err();
-                if tx.blocking_send(encoded).is_err() || failed {
-                    return;
+                let encoded = batch
+                    .map_err(PublishError::from)
+                    .and_then(|b| Ok(in_model_order(&b, &columns)?))
+                    .and_then(|b| encode_fitting(&b, max_bytes));
+                let chunks = match encoded {
+                    Ok(chunks) => chunks,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                for chunk in chunks {
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -189,7 +202,7 @@ impl Publisher {
                     break;
                 }
             };
-            let message = self.chunk_message(job_id, chunks, model_id, payload, n);
+            let message = self.chunk_message(job_id, chunks, model, payload, n);
             chunks += 1;
             rows += n;
             if let Err(e) = in_flight.send(message).await {
@@ -207,15 +220,37 @@ impl Publisher {
     }
 
     /// Chunk `seq` of a job as a message: keyed `<job>/<seq>`, with the headers workers read.
-    fn chunk_message(&self, job_id: &str, seq: u64, model_id: &str, payload: Vec<u8>, rows: u64) -> Outgoing {
+    fn chunk_message(&self, job_id: &str, seq: u64, model: &Model, payload: Vec<u8>, rows: u64) -> Outgoing {
         let seq_text = seq.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header { key: headers::JOB_ID, value: Some(job_id) })
             .insert(Header { key: headers::CHUNK, value: Some(&seq_text) })
-            .insert(Header { key: headers::MODEL_ID, value: Some(model_id) })
-            .insert(Header { key: headers::SCHEMA, value: Some(self.codec.schema_name()) });
+            .insert(Header { key: headers::MODEL_ID, value: Some(&model.model_id) })
+            .insert(Header { key: headers::DATASET, value: Some(&model.dataset) })
+            .insert(Header { key: headers::FORMAT, value: Some(ocf::OCF_FORMAT) });
         Outgoing { key: format!("{job_id}/{seq}"), payload, headers: Some(headers), weight: rows }
     }
+}
+
+/// `batch`'s columns in the model's order (the reader gives them in file order).
+fn in_model_order(batch: &RecordBatch, columns: &[String]) -> Result<RecordBatch, ShardError> {
+    let schema = batch.schema();
+    let indices: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+    batch.project(&indices).map_err(|e| ShardError::Read { path: String::new(), reason: e.to_string() })
+}
+
+/// `batch` encoded, cut in halves until every file is at most `max_bytes`: the same cuts
+/// every time, so a republished job has the same chunks.
+fn encode_fitting(batch: &RecordBatch, max_bytes: usize) -> Result<Vec<(u64, Vec<u8>)>, PublishError> {
+    let payload = ocf::encode(batch)?;
+    let rows = batch.num_rows();
+    if payload.len() <= max_bytes || rows <= 1 {
+        return Ok(vec![(rows as u64, payload)]);
+    }
+    let half = rows / 2;
+    let mut chunks = encode_fitting(&batch.slice(0, half), max_bytes)?;
+    chunks.extend(encode_fitting(&batch.slice(half, rows - half), max_bytes)?);
+    Ok(chunks)
 }
 
 /// A new job's row for the shard at `path`: a fresh (time-ordered) id, `status`, nothing

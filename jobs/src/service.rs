@@ -14,9 +14,9 @@ use indicatif::ProgressBar;
 use prometheus_client::metrics::counter::Counter;
 use shardflow_config::{Config, PublishConfig};
 use shardflow_model::Model;
-use shardflow_storage::shard::{AMOUNT, Shard, ShardError};
-use shardflow_storage::table::list_shards;
-use shardflow_store::{Index, IndexError, JobRow, JobStatus, ModelRow};
+use shardflow_storage::shard::{AMOUNT, ShardError};
+use shardflow_storage::table::{Table, list_shards};
+use shardflow_store::{DatasetRow, Index, IndexError, JobRow, JobStatus, ModelRow, model_source};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
@@ -50,9 +50,61 @@ pub enum SubmitError {
         /// Why.
         reason: String,
     },
+    /// The file's columns are not the model's.
+    #[error(
+        "the file's columns do not match model {model_id} of dataset `{dataset}`: {}",
+        column_diff(missing, unexpected)
+    )]
+    Columns {
+        /// The dataset.
+        dataset: String,
+        /// The model.
+        model_id: String,
+        /// Columns the model reads that the file lacks.
+        missing: Vec<String>,
+        /// Columns the file has that the model does not read.
+        unexpected: Vec<String>,
+    },
+    /// The request named no dataset, and the file's columns match none registered.
+    #[error(
+        "name the dataset of a file with columns {columns} (`dataset` in the request): it has no numeric `Amount` column and matches no registered dataset"
+    )]
+    NoDataset {
+        /// The file's columns, comma separated.
+        columns: String,
+    },
+    /// The request named a model of another dataset.
+    #[error("model {model_id} belongs to dataset `{model_dataset}`, not `{dataset}`")]
+    WrongDataset {
+        /// The model.
+        model_id: String,
+        /// Its dataset.
+        model_dataset: String,
+        /// The dataset the request named.
+        dataset: String,
+    },
     /// ClickHouse did not answer.
     #[error(transparent)]
     Index(#[from] IndexError),
+}
+
+fn column_diff(missing: &[String], unexpected: &[String]) -> String {
+    let list = |names: &[String]| names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    match (missing.is_empty(), unexpected.is_empty()) {
+        (false, false) => format!("missing {}; unexpected {}", list(missing), list(unexpected)),
+        (false, true) => format!("missing {}", list(missing)),
+        _ => format!("unexpected {}", list(unexpected)),
+    }
+}
+
+/// What a submission names: a dataset, a model, both (which must agree) or neither (the
+/// dataset is then told from the file's columns).
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    /// The dataset.
+    pub dataset: Option<String>,
+    /// The model, loaded ([`JobService::named_model`]).
+    pub model: Option<Model>,
 }
 
 /// Why waiting for a job did not end in every chunk transformed.
@@ -198,30 +250,63 @@ impl JobService {
         load(row)
     }
 
-    /// Check the shard at `path` (confined by the caller), record a job for it and start
-    /// fitting (when the dataset has no model and `model` is `None`) and publishing in the
-    /// background. Returns once the job row is written. `model` is the one the request
-    /// named ([`JobService::named_model`]).
+    /// Check the shard at `path` (confined by the caller) against `target`, record a job
+    /// for it and start fitting (when its dataset has no model yet) and publishing in the
+    /// background. Returns once the job row is written.
+    ///
+    /// The dataset is the one named, the named model's, or else told from the file: the
+    /// registered dataset with exactly the file's columns, or `Amount` for a file with a
+    /// numeric `Amount` column. The file must have exactly the model's columns, except for
+    /// `Amount`, the default dataset, which reads its one column from any file.
     ///
     /// # Errors
     /// [`SubmitError`]: nothing was recorded or sent.
     pub async fn submit(
         self: &Arc<Self>,
         path: &Path,
-        model: Option<Model>,
+        target: Target,
         chunk_rows: Option<usize>,
     ) -> Result<Submitted, SubmitError> {
         let chunk_rows = self.chunk_rows(chunk_rows)?;
         let checked = path.to_path_buf();
-        let rows = tokio::task::spawn_blocking(move || Shard::open(&checked, AMOUNT).map(|s| s.rows()))
-            .await
-            .map_err(|e| ShardError::Read { path: path.display().to_string(), reason: e.to_string() })??;
-        let model = match model {
-            Some(model) => Some(model),
-            None => self.index.latest_model(AMOUNT).await?.map(load).transpose()?,
+        let (schema, rows) = tokio::task::spawn_blocking(move || {
+            let table = Table::open(&checked, &[], None)?;
+            Ok::<_, ShardError>((table.schema(), table.num_rows()?))
+        })
+        .await
+        .map_err(|e| ShardError::Read { path: path.display().to_string(), reason: e.to_string() })??;
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let (dataset, model) = match (target.dataset, target.model) {
+            (Some(dataset), Some(model)) if model.dataset != dataset => {
+                return Err(SubmitError::WrongDataset {
+                    model_id: model.model_id,
+                    model_dataset: model.dataset,
+                    dataset,
+                });
+            }
+            (_, Some(model)) => (model.dataset.clone(), Some(model)),
+            (Some(dataset), None) => {
+                let model = self.dataset_model(&dataset).await?;
+                (dataset, model)
+            }
+            (None, None) => {
+                let dataset = self.dataset_of(&schema).await?;
+                let model = self.dataset_model(&dataset).await?;
+                (dataset, model)
+            }
         };
+        if let Some(model) = &model {
+            check_columns(&columns, model)?;
+        } else if dataset == AMOUNT && !columns.iter().any(|c| c == AMOUNT) {
+            return Err(ShardError::MissingColumn {
+                path: path.display().to_string(),
+                column: AMOUNT.to_string(),
+                available: columns.join(", "),
+            }
+            .into());
+        }
         let status = if model.is_some() { JobStatus::Publishing } else { JobStatus::Fitting };
-        let mut job = new_job(path, AMOUNT, chunk_rows, status);
+        let mut job = new_job(path, &dataset, chunk_rows, status);
         if let Some(model) = &model {
             job.model_id.clone_from(&model.model_id);
         }
@@ -230,6 +315,42 @@ impl JobService {
             Submitted { job_id: job.job_id.clone(), status, rows, chunks: rows.div_ceil(chunk_rows as u64) };
         self.spawn(job, path.to_path_buf(), model);
         Ok(submitted)
+    }
+
+    /// The dataset of a file no request named one for: the registered dataset whose
+    /// columns are exactly the file's, else `Amount` for a file with a numeric `Amount`.
+    async fn dataset_of(&self, schema: &arrow_schema::Schema) -> Result<String, SubmitError> {
+        let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        names.sort_unstable();
+        for row in self.index.datasets().await? {
+            let Ok(columns) = serde_json::from_str::<arrow_schema::Schema>(&row.columns_json) else { continue };
+            let mut theirs: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
+            theirs.sort_unstable();
+            if theirs == names && row.name != AMOUNT {
+                return Ok(row.name);
+            }
+        }
+        match schema.field_with_name(AMOUNT) {
+            Ok(field) if field.data_type().is_numeric() => Ok(AMOUNT.to_string()),
+            _ => Err(SubmitError::NoDataset { columns: names.join(", ") }),
+        }
+    }
+
+    /// The model `dataset` uses: the one it was told to use, or its first fitted. A
+    /// database from before datasets were recorded has models but no dataset row: the
+    /// latest model is adopted (and recorded).
+    ///
+    /// # Errors
+    /// [`SubmitError`] when ClickHouse fails or the model cannot be loaded.
+    pub async fn dataset_model(&self, dataset: &str) -> Result<Option<Model>, SubmitError> {
+        if let Some(row) = self.index.dataset(dataset).await?.filter(|r| !r.model_id.is_empty()) {
+            return Ok(Some(self.model(&row.model_id).await?));
+        }
+        let Some(row) = self.index.latest_model(dataset).await? else { return Ok(None) };
+        let model = load(row.clone())?;
+        let columns = serde_json::to_string(model.input_schema().as_ref()).unwrap_or_default();
+        self.index.insert_dataset(&DatasetRow::new(&row, columns, model_source::FIRST_FIT)).await?;
+        Ok(Some(model))
     }
 
     /// Publish the shard at `path` as a job now, in this task, with `model` (the CLI's
@@ -274,7 +395,7 @@ impl JobService {
         let model = match model {
             Some(model) => Ok(model),
             None if !job.model_id.is_empty() => self.model(&job.model_id).await.map_err(|e| e.to_string()),
-            None => self.model_for(path).await.map_err(|e| e.to_string()),
+            None => self.model_for(&job.dataset, path).await.map_err(|e| e.to_string()),
         };
         let model = match model {
             Ok(model) => model,
@@ -300,45 +421,62 @@ impl JobService {
         self.counters.chunks.inc_by(published.chunks);
     }
 
-    /// The `Amount` dataset's model: the latest registered, else one fitted now on the
-    /// shard's sibling shards (`Amount_Shard_*.parquet` beside it). Jobs that need it at
-    /// once share one fit.
+    /// `dataset`'s model ([`JobService::dataset_model`]), else one fitted now, as the
+    /// job's first step: for `Amount` on the shard's sibling shards (`Amount_Shard_*.parquet`
+    /// beside it), for any other dataset on the shard itself, every column. Jobs that need
+    /// a model at once share one fit; the model is registered as the dataset's.
     ///
     /// # Errors
     /// [`FitError`] when no model can be fitted.
-    pub async fn model_for(&self, shard: &Path) -> Result<Model, FitError> {
+    pub async fn model_for(&self, dataset: &str, shard: &Path) -> Result<Model, FitError> {
         let _fitting = self.fit_lock.lock().await;
-        if let Some(row) = self.index.latest_model(AMOUNT).await? {
-            return Model::from_json(&row.model_json)
-                .map_err(|source| FitError::Model { column: AMOUNT.into(), source });
+        match self.dataset_model(dataset).await {
+            Ok(Some(model)) => return Ok(model),
+            Ok(None) => {}
+            Err(SubmitError::Index(e)) => return Err(e.into()),
+            Err(e) => return Err(FitError::NoShards(e.to_string())),
         }
-        let dir = shard.parent().unwrap_or(Path::new("."));
-        let prefix = format!("{AMOUNT}_Shard_");
-        let mut shards: Vec<PathBuf> = list_shards(dir)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&prefix)))
-            .collect();
-        if !shards.iter().any(|p| p == shard) {
-            shards.push(shard.to_path_buf());
-        }
-        // The `Amount` column alone, whatever else the shards hold or the configuration
-        // says about other datasets' columns.
-        let fit_config = shardflow_config::FitConfig {
-            columns: vec![AMOUNT.to_string()],
-            kinds: Default::default(),
-            modes: Default::default(),
-            ..self.config.fit.clone()
+        let (shards, fit_config) = if dataset == AMOUNT {
+            let dir = shard.parent().unwrap_or(Path::new("."));
+            let prefix = format!("{AMOUNT}_Shard_");
+            let mut shards: Vec<PathBuf> = list_shards(dir)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&prefix)))
+                .collect();
+            if !shards.iter().any(|p| p == shard) {
+                shards.push(shard.to_path_buf());
+            }
+            // The `Amount` column alone, whatever else the shards hold or the configuration
+            // says about other datasets' columns.
+            let config = shardflow_config::FitConfig {
+                columns: vec![AMOUNT.to_string()],
+                kinds: Default::default(),
+                modes: Default::default(),
+                ..self.config.fit.clone()
+            };
+            (shards, config)
+        } else {
+            // Every column; what the configuration says about columns this table lacks is
+            // about another dataset.
+            let head = Table::open(shard, &[], None)?.schema();
+            let has = |name: &String| head.column_with_name(name).is_some();
+            let mut config = self.config.fit.clone();
+            config.columns.retain(has);
+            config.kinds.retain(|name, _| has(name));
+            config.modes.retain(|name, _| has(name));
+            (vec![shard.to_path_buf()], config)
         };
         let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let name = dataset.to_string();
         let (model, metadata) =
-            tokio::task::spawn_blocking(move || fit(&shards, AMOUNT, &fit_config, threads, &ProgressBar::hidden()))
+            tokio::task::spawn_blocking(move || fit(&shards, &name, &fit_config, threads, &ProgressBar::hidden()))
                 .await
                 .map_err(|e| FitError::NoShards(format!("the fit task failed: {e}")))??;
         let model_dir = self.config.storage.model_root.join(&model.model_id);
         write_model(&model_dir, &model, &metadata)?;
         register(&self.index, &model_dir, &model, &metadata).await?;
-        info!(model = %model.model_id, "fitted a model for the first job");
+        info!(model = %model.model_id, dataset, "fitted a model for the dataset's first job");
         Ok(model)
     }
 
@@ -379,6 +517,21 @@ impl JobService {
             tokio::time::sleep(self.config.api.poll_interval).await;
         }
     }
+}
+
+/// Refuse a file whose columns are not the model's (for `Amount`, only a missing column).
+fn check_columns(columns: &[String], model: &Model) -> Result<(), SubmitError> {
+    let wanted: Vec<&String> = model.columns.iter().map(|c| &c.name).collect();
+    let missing: Vec<String> = wanted.iter().filter(|w| !columns.contains(w)).map(|w| (*w).clone()).collect();
+    let unexpected: Vec<String> = if model.dataset == AMOUNT {
+        Vec::new()
+    } else {
+        columns.iter().filter(|c| !wanted.contains(c)).cloned().collect()
+    };
+    if missing.is_empty() && unexpected.is_empty() {
+        return Ok(());
+    }
+    Err(SubmitError::Columns { dataset: model.dataset.clone(), model_id: model.model_id.clone(), missing, unexpected })
 }
 
 /// A registered model's row, loaded.

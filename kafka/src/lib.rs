@@ -22,8 +22,12 @@ pub mod headers {
     pub const CHUNK: &str = "chunk";
     /// Model the chunk is to be transformed with.
     pub const MODEL_ID: &str = "model_id";
-    /// Full name of the payload's Avro schema.
+    /// Full name of the payload's Avro schema (version-1 chunks only).
     pub const SCHEMA: &str = "schema";
+    /// The payload's wire format and version (`avro-ocf/2`); absent on version-1 chunks.
+    pub const FORMAT: &str = "format";
+    /// Dataset the chunk's rows belong to.
+    pub const DATASET: &str = "dataset";
 }
 
 fn base(config: &KafkaConfig) -> ClientConfig {

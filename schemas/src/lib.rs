@@ -23,7 +23,7 @@ use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 pub const AMOUNT_CHUNK_AVSC: &str = include_str!("../avro/amount_chunk.avsc");
 
 /// ClickHouse DDL, in the order it must run; `{database}` stands for the database name.
-pub const CLICKHOUSE_DDL: [(&str, &str); 8] = [
+pub const CLICKHOUSE_DDL: [(&str, &str); 10] = [
     ("001_models.sql", include_str!("../sql/001_models.sql")),
     ("002_jobs.sql", include_str!("../sql/002_jobs.sql")),
     ("003_outputs.sql", include_str!("../sql/003_outputs.sql")),
@@ -32,6 +32,8 @@ pub const CLICKHOUSE_DDL: [(&str, &str); 8] = [
     ("006_hourly_aggregated_game_rounds.sql", include_str!("../sql/006_hourly_aggregated_game_rounds.sql")),
     ("007_uploads.sql", include_str!("../sql/007_uploads.sql")),
     ("008_avro_schemas.sql", include_str!("../sql/008_avro_schemas.sql")),
+    ("009_datasets.sql", include_str!("../sql/009_datasets.sql")),
+    ("010_value_issues.sql", include_str!("../sql/010_value_issues.sql")),
 ];
 
 /// The DDL statements for `database` (which the caller has checked is a plain identifier).

@@ -4,8 +4,10 @@
 //! queries on the same handle through [`Index::client`] and [`Index::run`].
 #![warn(missing_docs)]
 
+pub mod datasets;
 pub mod status;
 
+pub use datasets::{DatasetRow, ValueIssueRow, ValueIssueTotal, model_source};
 pub use status::{JobState, JobStatus, UnknownStatus, UploadStatus};
 
 use clickhouse::{Client, Row};
