@@ -1,8 +1,18 @@
-//! Synthetic `Amount` shards: heavy-tailed, multi-modal values shaped like credit-card
-//! transaction amounts. Each shard depends only on (seed, shard number), so shards are
-//! written in parallel and the output is the same whatever the thread count. Memory is
-//! one batch per thread, whatever the row count.
+//! Synthetic datasets, deterministic for a seed whatever the thread count.
+//!
+//! - `Amount` shards (this file): heavy-tailed, multi-modal values shaped like credit-card
+//!   transaction amounts. Each shard depends only on (seed, shard number), so shards are
+//!   written in parallel. Memory is one batch per thread, whatever the row count.
+//! - The creative-packs dataset ([`creative`]): versioned Parquet and TFRecord files of
+//!   labels drawn from known per-(target store, creative pack) probabilities.
 #![warn(missing_docs)]
+
+pub mod creative;
+pub mod tfrecord;
+mod versions;
+
+pub use creative::{CreativeMetadata, CreativeOptions, creative_version, creative_versions, generate_creative_packs};
+pub use versions::VersionFiles;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +35,7 @@ use shardflow_storage::shard::AMOUNT;
 /// Version of the generator; changes whenever the same seed would give other values.
 pub const GENERATOR_VERSION: u32 = 1;
 const BATCH_ROWS: usize = 65_536;
-const ROW_GROUP_ROWS: usize = 1_048_576;
+pub(crate) const ROW_GROUP_ROWS: usize = 1_048_576;
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -95,6 +105,47 @@ pub enum GenerateError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The requested version of a versioned dataset is there already.
+    #[error(
+        "version {version} already exists in {dir} and is never overwritten (leave out --version to write the next free one, {next})"
+    )]
+    VersionExists {
+        /// The versions directory.
+        dir: String,
+        /// The version asked for.
+        version: u32,
+        /// The next free version.
+        next: String,
+    },
+    /// No such version.
+    #[error("{dir} has no version {version} (versions: {known})")]
+    UnknownVersion {
+        /// The versions directory.
+        dir: String,
+        /// The version asked for.
+        version: u32,
+        /// The versions there.
+        known: String,
+    },
+    /// The versions directory is missing.
+    #[error("{0} is not a directory")]
+    NoDirectory(String),
+    /// Reading failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File being read.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A metadata file does not parse.
+    #[error("{path} is not dataset metadata: {source}")]
+    Metadata {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: serde_json::Error,
+    },
 }
 
 /// The amount distribution: micro payments, everyday purchases, larger purchases,
@@ -156,7 +207,8 @@ pub fn shard_file_name(i: u64) -> String {
     format!("{AMOUNT}_Shard_{i}.parquet")
 }
 
-fn shard_seed(seed: u64, shard: u64) -> u64 {
+/// The seed of stream `shard` (an Amount shard, a creative-packs block) of a run seeded `seed`.
+pub(crate) fn shard_seed(seed: u64, shard: u64) -> u64 {
     seed ^ shard.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
