@@ -184,7 +184,8 @@ fn timestamp(text: &str) -> Result<i64, String> {
     if (0..4_294_967_296_000).contains(&ms) { Ok(ms) } else { Err("outside 1970-01-01 to 2106-02-07".into()) }
 }
 
-/// An amount: empty or `NaN` is null; anything else must be a finite number.
+/// An amount: a null field (`shardflow_storage::text::is_null`) is null; anything else must
+/// be a finite number.
 fn amount(text: &str) -> Result<Option<f64>, String> {
     if is_null(text) {
         return Ok(None);

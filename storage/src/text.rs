@@ -1,7 +1,8 @@
 //! The one CSV dialect shardflow reads, for uploads, fitting and publishing alike: text in
 //! UTF-8, or UTF-16 / UTF-8 behind a byte-order mark; a header row; rows ending in `\n`
-//! (a `\r` before it is trimmed); an empty field or `NaN` (any case) is null. Binary content
-//! is refused up front.
+//! (a `\r` before it is trimmed); an empty field, or (in any case) `NaN`, `NA`, `N/A`,
+//! `null`, `None` or `<NA>`, is null, as pandas reads them. Binary content is refused up
+//! front.
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -20,12 +21,16 @@ pub enum TextError {
     NotText(String),
 }
 
-/// A field that means "no value": empty, or `NaN` in any case.
-pub const NULL_PATTERN: &str = "^(?i:nan)?$";
+/// A field that means "no value": empty, or one of [`NULL_WORDS`] in any case.
+pub const NULL_PATTERN: &str = "^(?i:nan|na|n/a|null|none|<na>)?$";
+
+/// The words that mean "no value" (any case), besides an empty field: those pandas reads
+/// as missing by default that a table is likely to hold.
+pub const NULL_WORDS: [&str; 6] = ["nan", "na", "n/a", "null", "none", "<na>"];
 
 /// Whether `field` (trimmed) means "no value".
 pub fn is_null(field: &str) -> bool {
-    field.is_empty() || field.eq_ignore_ascii_case("nan")
+    field.is_empty() || NULL_WORDS.iter().any(|w| field.eq_ignore_ascii_case(w))
 }
 
 /// Open a text file for CSV reading: refuse binary content, decode UTF-16 behind a BOM,
