@@ -51,7 +51,7 @@ pub enum CodecError {
     #[error("chunk has no Float64 column `{0}`")]
     MissingColumn(String),
     /// The payload is not a datum of the chunk schema.
-    #[error("payload is not a {schema} chunk: {reason}")]
+    #[error("payload is not a valid {schema} chunk: {reason}")]
     Decode {
         /// Full name of the expected schema.
         schema: String,

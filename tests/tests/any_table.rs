@@ -344,3 +344,51 @@ fn fastavro_reads_a_chunk_and_gets_the_same_rows() {
         assert_eq!(row["day"].as_str().map(str::to_string), expected, "day row {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_chunk_left_in_the_topic_is_still_transformed() {
+    let env = TestEnv::new("any_table_v1");
+    let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse");
+    // An Amount model, fitted and registered as `producer fit` does.
+    let shard = env.data().join("Amount_Shard_1.parquet");
+    let amounts: Vec<Option<f64>> = (0..2_000).map(|i| (i % 10 != 0).then(|| ((i % 97) as f64).powi(2) + 1.0)).collect();
+    let batch = RecordBatch::try_from_iter([("Amount", Arc::new(Float64Array::from(amounts)) as ArrayRef)])
+        .expect("batch");
+    write_parquet(&shard, &batch);
+    let (model, metadata) = shardflow_jobs::fit::fit(
+        std::slice::from_ref(&shard),
+        "Amount",
+        &env.config.fit,
+        1,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .expect("fit");
+    let dir = env.config.storage.model_root.join(&model.model_id);
+    shardflow_jobs::fit::write_model(&dir, &model, &metadata).expect("write");
+    shardflow_jobs::fit::register(&index, &dir, &model, &metadata).await.expect("register");
+
+    // What an older producer sent: one Avro datum, a `schema` header and no `format`.
+    let v1 = shardflow_schemas::ChunkCodec::amount().expect("v1 codec");
+    let job = uuid::Uuid::now_v7().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "job_id", value: Some(job.as_str()) })
+        .insert(Header { key: "chunk", value: Some("0") })
+        .insert(Header { key: "model_id", value: Some(model.model_id.as_str()) })
+        .insert(Header { key: "schema", value: Some(v1.schema_name()) });
+    let payload = v1.encode(&batch).expect("encode");
+    shardflow_kafka::ensure_topic(&env.config.kafka, &env.config.kafka.topic).await.expect("topic");
+    let producer = shardflow_kafka::producer(&env.config.kafka).expect("producer");
+    let record = FutureRecord::to(&env.config.kafka.topic).key("v1").payload(&payload).headers(headers);
+    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("sent");
+
+    let _consumer = shardflow_testkit::consumer(&env.config_path, &[], &[]);
+    let output = eventually("the version-1 chunk's outputs", Duration::from_secs(60), || {
+        let (index, job) = (index.clone(), job.clone());
+        async move { index.outputs(&job).await.ok().and_then(|o| o.into_iter().next()) }
+    })
+    .await;
+    assert_eq!(output.rows, 2_000);
+    let transformed = read_part(Path::new(&output.transform_path));
+    let inverse = read_part(Path::new(&output.inverse_path));
+    assert_round_trip(&model, &batch, &transformed, &inverse);
+}
