@@ -15,7 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 pub use shardflow_model::FitStrategy;
-use shardflow_model::{ColumnKind, ColumnSpec, InferenceParams, MixtureParams};
+use shardflow_model::{ColumnKind, ColumnSpec, InferenceParams, MixtureParams, Tail};
 pub use url::Url;
 
 /// The defaults every layer starts from.
@@ -128,6 +128,11 @@ pub struct FitConfig {
     /// column not named here has its modes inferred.
     #[serde(default)]
     pub modes: BTreeMap<String, Vec<f64>>,
+    /// Tail transforms of continuous and mixed columns (`log` or `none`); a column not
+    /// named here gets the log when it is positive and heavily skewed
+    /// (`inference.log_tail_min_skewness`). Applies to the `Amount` dataset too.
+    #[serde(default)]
+    pub tails: BTreeMap<String, Tail>,
     /// How kinds are inferred.
     #[serde(default)]
     pub inference: InferenceParams,
@@ -136,7 +141,11 @@ pub struct FitConfig {
 impl FitConfig {
     /// What the configuration says about `column`.
     pub fn spec(&self, column: &str) -> ColumnSpec {
-        ColumnSpec { kind: self.kinds.get(column).copied(), modes: self.modes.get(column).cloned() }
+        ColumnSpec {
+            kind: self.kinds.get(column).copied(),
+            modes: self.modes.get(column).cloned(),
+            tail: self.tails.get(column).copied(),
+        }
     }
 
     /// Whether any column is named (`columns`, `kinds` or `modes`): then the dataset is
@@ -149,7 +158,8 @@ impl FitConfig {
         self.mixture.clone().check().map_err(|e| format!("fit.mixture: {e}"))?;
         self.inference.check().map_err(|e| format!("fit.inference: {e}"))?;
         let listed = |name: &String| self.columns.is_empty() || self.columns.contains(name);
-        for (table, name) in self.kinds.keys().map(|n| ("kinds", n)).chain(self.modes.keys().map(|n| ("modes", n))) {
+        let named = self.kinds.keys().map(|n| ("kinds", n)).chain(self.modes.keys().map(|n| ("modes", n)));
+        for (table, name) in named.chain(self.tails.keys().map(|n| ("tails", n))) {
             if !listed(name) {
                 return Err(format!("fit.{table} names `{name}`, which fit.columns does not list"));
             }
@@ -161,6 +171,11 @@ impl FitConfig {
             }
             if modes.is_empty() || modes.iter().any(|m| !m.is_finite()) {
                 return Err(format!("fit.modes.{name} must list finite values (nulls get their own slot anyway)"));
+            }
+        }
+        for (name, tail) in &self.tails {
+            if *tail == Tail::Log && self.kinds.get(name) == Some(&ColumnKind::Categorical) {
+                return Err(format!("fit.tails gives `{name}` a log tail, but fit.kinds makes it categorical"));
             }
         }
         Ok(())
@@ -387,6 +402,25 @@ mod tests {
         let mut config = Config::load(None).expect("defaults");
         config.clickhouse.database = "x; DROP TABLE y".into();
         assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn fit_tails_load_and_are_checked() {
+        let config: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[fit.tails]\nAmount = \"log\"\nrooms = \"none\"\n"))
+            .extract()
+            .expect("loads");
+        config.check().expect("valid");
+        assert_eq!(config.fit.spec("Amount").tail, Some(Tail::Log));
+        assert_eq!(config.fit.spec("rooms").tail, Some(Tail::None));
+        assert_eq!(config.fit.spec("other").tail, None);
+        assert!(!config.fit.names_columns(), "a tail alone keeps the Amount dataset");
+        let typo = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[fit.tails]\nAmount = \"ln\""));
+        assert!(typo.extract::<Config>().is_err(), "unknown tails are refused");
+        let mut config = config;
+        config.fit.kinds.insert("Amount".into(), ColumnKind::Categorical);
+        let err = config.check().expect_err("a categorical column has no tail");
+        assert!(err.to_string().contains("fit.tails gives `Amount` a log tail"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use arrow_array::{Array, RecordBatch};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use shardflow_config::{FitConfig, FitStrategy};
-use shardflow_model::{ColumnKind, ColumnModel, FORMAT_VERSION, Model, ModelError, fit_column_in_parts};
+use shardflow_model::{
+    ColumnKind, ColumnModel, FORMAT_VERSION, Model, ModelError, TailComparison, compare_tails, fit_column_in_parts,
+};
 use shardflow_storage::shard::{AMOUNT, ShardError, ShardStats};
 use shardflow_storage::table::{ColumnStats, Table, conform, is_csv, sample_table};
 use shardflow_storage::write_atomically;
@@ -110,6 +112,10 @@ pub struct ColumnMetadata {
     pub n_iter: usize,
     /// Whether the lower bound settled.
     pub converged: bool,
+    /// Continuous and mixed: rows clipped and share of the sum lost on the fitting sample
+    /// without and with the log tail, and which the model uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tails: Option<TailComparison>,
 }
 
 /// Whether shards of `schema` (the columns fitted) are the main dataset: one number named
@@ -156,8 +162,9 @@ pub fn fit(
     progress: &ProgressBar,
 ) -> Result<(Model, Metadata), FitError> {
     let first = shards.first().ok_or_else(|| FitError::NoShards("the request".into()))?;
-    let named: Vec<String> = config.kinds.keys().chain(config.modes.keys()).cloned().collect();
-    // Configured kinds and modes must name real columns, even when fit.columns is empty.
+    let named: Vec<String> =
+        config.kinds.keys().chain(config.modes.keys()).chain(config.tails.keys()).cloned().collect();
+    // Configured kinds, modes and tails must name real columns, even when fit.columns is empty.
     Table::open(first, &named, None)?;
     let head = Table::open(first, &config.columns, None)?;
     let csv_schema = head.csv_schema();
@@ -249,7 +256,11 @@ pub fn fit(
             column.kind_source = None;
         }
         let sampled = values.len() - values.null_count();
-        metadata_columns.push(column_metadata(&column, &columns_stats[index], rows_total, sampled));
+        let tails =
+            compare_tails(&column, values.as_ref(), &lengths, &spec, &config.inference, &params, config.strategy)
+                .map_err(|source| FitError::Model { column: name.clone(), source })?;
+        metadata_columns
+            .push(ColumnMetadata { tails, ..column_metadata(&column, &columns_stats[index], rows_total, sampled) });
         columns.push(column);
     }
     let model = Model::new(dataset, columns);
@@ -313,5 +324,6 @@ fn column_metadata(column: &ColumnModel, stats: &ColumnStats, rows: u64, sampled
         valid_components: column.output_fields().len() - usize::from(mixture.is_some()),
         n_iter: mixture.map_or(0, |m| m.n_iter),
         converged: mixture.is_none_or(|m| m.converged),
+        tails: None,
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
 use crate::gmm::Mixture;
+use crate::tail::TailTransform;
 
 /// How a column is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +87,10 @@ pub struct ColumnModel {
     /// mixed column read as Float64 (the default there).
     #[serde(default, skip_serializing_if = "is_default")]
     pub data_type: Option<DataType>,
+    /// Continuous and mixed: the transform the values go through before the mixture (a
+    /// log for long tails); absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<TailTransform>,
 }
 
 impl ColumnModel {
@@ -102,6 +107,7 @@ impl ColumnModel {
             modes: Vec::new(),
             categories: Vec::new(),
             data_type: None,
+            tail: None,
         }
     }
 
@@ -122,6 +128,7 @@ impl ColumnModel {
             modes: Vec::new(),
             categories,
             data_type: Some(data_type),
+            tail: None,
         }
     }
 
@@ -143,6 +150,12 @@ impl ColumnModel {
     #[must_use]
     pub fn with_data_type(self, data_type: Option<DataType>) -> Self {
         Self { data_type, ..self }
+    }
+
+    /// The same column with `tail` applied before its mixture.
+    #[must_use]
+    pub fn with_tail(self, tail: Option<TailTransform>) -> Self {
+        Self { tail, ..self }
     }
 
     /// The mixture of a continuous or mixed column.
@@ -177,13 +190,16 @@ impl ColumnModel {
                 if !self.categories.is_empty() {
                     return Err(self.invalid("has categories"));
                 }
+                if matches!(self.tail, Some(TailTransform::Log { lower }) if !lower.is_finite()) {
+                    return Err(self.invalid("has a log tail whose lower bound is not finite"));
+                }
             }
             ColumnKind::Categorical => {
                 if self.categories.is_empty() || self.data_type.is_none() {
                     return Err(self.invalid("needs categories and a data_type"));
                 }
-                if self.mixture.is_some() || !self.modes.is_empty() {
-                    return Err(self.invalid("has a mixture or modes"));
+                if self.mixture.is_some() || !self.modes.is_empty() || self.tail.is_some() {
+                    return Err(self.invalid("has a mixture, modes or a tail"));
                 }
             }
         }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::categorical::fit_categories;
 use crate::gmm::{FitStrategy, ValidMixtureParams, fit_parts};
+use crate::tail::{Tail, TailComparison, choose as choose_tail, clip_stats};
 use crate::{ColumnKind, ColumnModel, KindSource, ModelError};
 
 /// How column kinds are inferred from a sample.
@@ -23,13 +24,26 @@ pub struct InferenceParams {
     /// Categories a categorical column may have; more is an error (drop the column, or
     /// raise this).
     pub max_categories: usize,
+    /// A continuous or mixed column (not a date or timestamp) whose non-modal values are
+    /// all at least 0 and have a sample skewness of at least this gets the log tail
+    /// transform (CTAB-GAN's long-tail treatment), unless `fit.tails` says otherwise.
+    pub log_tail_min_skewness: f64,
 }
 
 impl Default for InferenceParams {
     fn default() -> Self {
-        Self { categorical_max_distinct: 10, mode_min_share: 0.1, max_modes: 3, max_categories: 1000 }
+        Self {
+            categorical_max_distinct: 10,
+            mode_min_share: 0.1,
+            max_modes: 3,
+            max_categories: 1000,
+            log_tail_min_skewness: LOG_TAIL_MIN_SKEWNESS,
+        }
     }
 }
+
+/// The default [`InferenceParams::log_tail_min_skewness`].
+const LOG_TAIL_MIN_SKEWNESS: f64 = 10.0;
 
 impl InferenceParams {
     /// Check the values.
@@ -39,6 +53,9 @@ impl InferenceParams {
     pub fn check(&self) -> Result<(), ModelError> {
         if !(self.mode_min_share > 0.0 && self.mode_min_share <= 1.0) {
             return Err(ModelError::InvalidParams("mode_min_share must be in (0, 1]".into()));
+        }
+        if self.log_tail_min_skewness.is_nan() {
+            return Err(ModelError::InvalidParams("log_tail_min_skewness must be a number (inf: never)".into()));
         }
         if self.max_categories == 0 {
             return Err(ModelError::InvalidParams("max_categories must be at least 1".into()));
@@ -55,6 +72,8 @@ pub struct ColumnSpec {
     /// The modal values of a mixed column, when the configuration gives them (giving modes
     /// implies `mixed`).
     pub modes: Option<Vec<f64>>,
+    /// The tail transform of a continuous or mixed column, when the configuration gives it.
+    pub tail: Option<Tail>,
 }
 
 /// A kind with the modal values it needs (for mixed columns, without null).
@@ -207,25 +226,78 @@ pub fn fit_column_in_parts(
     // The input type the inverse gives back; Float64 is the default and left unrecorded,
     // so models of Float64 columns keep their files and ids.
     let data_type = Some(sample.data_type().clone()).filter(|t| *t != DataType::Float64);
+    let temporal = crate::numeric::is_temporal(sample.data_type());
+    // The tail from the values the mixture sees, then those values through it.
+    let through_tail = |values: Vec<Vec<f64>>| {
+        let slices: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
+        let min_skewness = if temporal { f64::INFINITY } else { inference.log_tail_min_skewness };
+        let tail = choose_tail(spec.tail, &slices, min_skewness);
+        let values = match &tail {
+            Some(t) => values.into_iter().map(|p| p.into_iter().map(|v| t.forward(v).0).collect()).collect(),
+            None => values,
+        };
+        (values, tail)
+    };
     let model = match inferred.kind {
         ColumnKind::Categorical => {
             let categories = fit_categories(name, sample, inference.max_categories)?;
             ColumnModel::categorical(name, categories, sample.data_type().clone())
         }
         ColumnKind::Continuous => {
-            let mix = fit_parts(&part_values(&[])?, strategy, mixture).map_err(|e| in_column(name, e))?;
-            ColumnModel::continuous(name, mix).with_modes(null_mode.into_iter().collect()).with_data_type(data_type)
+            let (values, tail) = through_tail(part_values(&[])?);
+            let mix = fit_parts(&values, strategy, mixture).map_err(|e| in_column(name, e))?;
+            ColumnModel::continuous(name, mix)
+                .with_modes(null_mode.into_iter().collect())
+                .with_data_type(data_type)
+                .with_tail(tail)
         }
         ColumnKind::Mixed => {
             let rest = part_values(&inferred.modes)?;
             // With only modal values left, fit on them: a degenerate mixture that no row uses.
-            let fit_on = if rest.iter().all(Vec::is_empty) { part_values(&[])? } else { rest };
+            let (fit_on, tail) =
+                if rest.iter().all(Vec::is_empty) { (part_values(&[])?, None) } else { through_tail(rest) };
             let mix = fit_parts(&fit_on, strategy, mixture).map_err(|e| in_column(name, e))?;
             let modes = inferred.modes.iter().map(|&m| Some(m)).chain(null_mode).collect();
-            ColumnModel::mixed(name, mix, modes).with_data_type(data_type)
+            ColumnModel::mixed(name, mix, modes).with_data_type(data_type).with_tail(tail)
         }
     };
     Ok(model.with_source(source))
+}
+
+/// Both tail choices for a fitted continuous or mixed `column` (`None` for a categorical
+/// one), measured on its fitting sample: the other choice is fitted on the same sample,
+/// with the same kind and modes, and both are transformed and decoded (see [`clip_stats`]).
+/// The arguments are those `column` was fitted with ([`fit_column_in_parts`]).
+///
+/// # Errors
+/// As [`fit_column_in_parts`].
+pub fn compare_tails(
+    column: &ColumnModel,
+    sample: &dyn Array,
+    parts: &[usize],
+    spec: &ColumnSpec,
+    inference: &InferenceParams,
+    mixture: &ValidMixtureParams,
+    strategy: FitStrategy,
+) -> Result<Option<TailComparison>, ModelError> {
+    if column.kind == ColumnKind::Categorical {
+        return Ok(None);
+    }
+    let chosen = column.tail.map_or(Tail::None, |t| t.tail());
+    let other = if chosen == Tail::Log { Tail::None } else { Tail::Log };
+    let modes: Vec<f64> = column.modes.iter().flatten().copied().collect();
+    let spec = ColumnSpec {
+        kind: Some(column.kind),
+        modes: (!modes.is_empty()).then_some(modes).or_else(|| spec.modes.clone()),
+        tail: Some(other),
+    };
+    let alternative = fit_column_in_parts(&column.name, sample, parts, &spec, inference, mixture, strategy)?;
+    let seed = mixture.get().seed;
+    let (mine, theirs) = (clip_stats(column, sample, seed)?, clip_stats(&alternative, sample, seed)?);
+    let (none, log) = if chosen == Tail::Log { (theirs, mine) } else { (mine, theirs) };
+    let values = finite_values(&column.name, sample)?;
+    let skewness = crate::tail::skewness(values.iter().copied().filter(|v| !column.modes.contains(&Some(*v))));
+    Ok(Some(TailComparison { chosen, skewness, none, log }))
 }
 
 fn in_column(column: &str, source: ModelError) -> ModelError {

@@ -33,6 +33,7 @@ mod lanes;
 mod mixed;
 mod numeric;
 mod onehot;
+mod tail;
 mod transform;
 
 use std::sync::Arc;
@@ -48,8 +49,9 @@ pub use gmm::{
     FitStrategy, Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels, fit_parts, fit_streaming,
     fit_warm_start,
 };
-pub use infer::{ColumnSpec, InferenceParams, Inferred, fit_column, fit_column_in_parts, infer_kind};
+pub use infer::{ColumnSpec, InferenceParams, Inferred, compare_tails, fit_column, fit_column_in_parts, infer_kind};
 pub use kmeans::kmeans_labels;
+pub use tail::{ClipStats, Tail, TailComparison, TailTransform, clip_stats};
 pub use transform::{ALPHA_CLIP, Normalized, OneHot, denormalize, normalize};
 
 /// The `model.json` format this build writes.
@@ -250,7 +252,11 @@ impl Model {
                     if invalid > 0 {
                         report.invalid.push((c.name.clone(), invalid));
                     }
-                    let out = mixed::encode(c.mixture()?, &c.modes, &x, seed.wrapping_add(i as u64));
+                    let (out, clamped) =
+                        mixed::encode(c.mixture()?, &c.modes, c.tail.as_ref(), &x, seed.wrapping_add(i as u64));
+                    if clamped > 0 {
+                        report.clamped.push((c.name.clone(), clamped));
+                    }
                     arrays.push(Arc::new(out.alpha));
                     arrays.extend(out.modes.into_iter().chain(out.components).map(|a| Arc::new(a) as ArrayRef));
                 }
@@ -284,7 +290,7 @@ impl Model {
                     let alpha = float_column(batch, &c.alpha_name())?;
                     let modes = block(c.mode_names())?;
                     let components = block(c.one_hot_names())?;
-                    let values = mixed::decode(c.mixture()?, &c.modes, alpha, &modes, &components);
+                    let values = mixed::decode(c.mixture()?, &c.modes, c.tail.as_ref(), alpha, &modes, &components);
                     arrays.push(numeric::write(&c.name, values, c.data_type.as_ref())?);
                 }
                 ColumnKind::Categorical => {
@@ -309,9 +315,12 @@ pub struct TransformReport {
     /// "abc" in a number column): the column and how many rows (encoded as null: the null
     /// slot where the column has one, else a null row).
     pub invalid: Vec<(String, u64)>,
+    /// Per column with a log tail: the column and how many values were below the fit's
+    /// smallest value (`lower`), read as `lower` (they come back as `lower`).
+    pub clamped: Vec<(String, u64)>,
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ModelError> {
+pub(crate) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ModelError> {
     batch.column_by_name(name).ok_or_else(|| ModelError::MissingColumn {
         column: name.to_string(),
         available: batch.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),

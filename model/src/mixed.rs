@@ -3,13 +3,15 @@
 //! components, with alpha 0; every other value is normalized with the mixture. A
 //! continuous column fitted with nulls uses the same layout with null as its only mode.
 //!
-//! Without modes this is exactly [`normalize`] and [`denormalize`], byte for byte.
+//! Without modes or a tail this is exactly [`normalize`] and [`denormalize`], byte for
+//! byte.
 
 use arrow_array::{Array, Float64Array, UInt8Array};
 use arrow_buffer::NullBuffer;
 
 use crate::gmm::Mixture;
 use crate::onehot::{argmax, one_hot_columns};
+use crate::tail::{TailTransform, forward_array};
 use crate::transform::{OneHot, denormalize, normalize};
 
 /// A numeric column encoded: alpha, one slot per mode, one slot per valid component.
@@ -36,18 +38,41 @@ fn validity(valid: Vec<bool>) -> Option<NullBuffer> {
 }
 
 /// Encode `x`; component draws come from `seed`. Rows that are null without a null mode
-/// stay null in every output column.
-pub(crate) fn encode(mix: &Mixture, modes: &[Option<f64>], x: &Float64Array, seed: u64) -> Encoded {
+/// stay null in every output column. Non-modal values go through `tail` first; returns
+/// how many were below its `lower` (clamped).
+pub(crate) fn encode(
+    mix: &Mixture,
+    modes: &[Option<f64>],
+    tail: Option<&TailTransform>,
+    x: &Float64Array,
+    seed: u64,
+) -> (Encoded, u64) {
     if modes.is_empty() {
-        let out = normalize(mix, x, seed);
-        return Encoded { alpha: out.alpha, modes: Vec::new(), components: out.one_hot };
+        let (forward, clamped) = match tail {
+            Some(t) => forward_array(t, x, |_| false),
+            // Without a tail the values are read in place.
+            None => (x.clone(), 0),
+        };
+        let out = normalize(mix, &forward, seed);
+        return (Encoded { alpha: out.alpha, modes: Vec::new(), components: out.one_hot }, clamped);
     }
     let n = x.len();
     let hot: Vec<Option<usize>> = (0..n).map(|i| mode_of(modes, x, i)).collect();
     // Modal rows are normalized from the mixture's mean (any finite value would do: their
     // alpha and components are zeroed below), so every row draws from the generator alike.
     let fill: f64 = mix.weights.iter().zip(&mix.means).map(|(w, m)| w * m).sum();
-    let values: Vec<f64> = (0..n).map(|i| if hot[i].is_some() || x.is_null(i) { fill } else { x.value(i) }).collect();
+    let mut clamped = 0;
+    let values: Vec<f64> = (0..n)
+        .map(|i| {
+            if hot[i].is_some() || x.is_null(i) {
+                return fill;
+            }
+            let Some(t) = tail else { return x.value(i) };
+            let (y, low) = t.forward(x.value(i));
+            clamped += u64::from(low);
+            y
+        })
+        .collect();
     let nulls = validity((0..n).map(|i| x.is_valid(i) || hot[i].is_some()).collect());
     let out = normalize(mix, &Float64Array::new(values.into(), nulls.clone()), seed);
     let zero_modal = |values: &[f64]| -> Vec<f64> {
@@ -66,19 +91,24 @@ pub(crate) fn encode(mix: &Mixture, modes: &[Option<f64>], x: &Float64Array, see
         .into_iter()
         .map(|c| UInt8Array::new(c.values().clone(), nulls.clone()))
         .collect();
-    Encoded { alpha, modes, components }
+    (Encoded { alpha, modes, components }, clamped)
 }
 
 /// Decode: a row whose hottest mode slot beats every component slot is that mode's value
-/// (null for the null mode); any other row is denormalized. A null alpha gives null.
+/// (null for the null mode); any other row is denormalized, then taken back through
+/// `tail`. A null alpha gives null.
 pub(crate) fn decode(
     mix: &Mixture,
     modes: &[Option<f64>],
+    tail: Option<&TailTransform>,
     alpha: &Float64Array,
     mode_block: &[OneHot<'_>],
     components: &[OneHot<'_>],
 ) -> Float64Array {
-    let base = denormalize(mix, alpha, components);
+    let mut base = denormalize(mix, alpha, components);
+    if let Some(t) = tail {
+        base = base.unary(|y| t.inverse(y));
+    }
     if modes.is_empty() {
         return base;
     }

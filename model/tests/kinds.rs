@@ -75,7 +75,7 @@ fn categorical_round_trip_keeps_values_and_nulls_in_first_seen_order() {
 #[test]
 fn categorical_integers_and_booleans_come_back_in_their_own_type() {
     let rooms = Int64Array::from(vec![Some(2), Some(3), None, Some(2), Some(5)]);
-    let spec = ColumnSpec { kind: Some(ColumnKind::Categorical), modes: None };
+    let spec = ColumnSpec { kind: Some(ColumnKind::Categorical), ..ColumnSpec::default() };
     let column = fit_column("rooms", &rooms, &spec, &InferenceParams::default(), &params()).expect("fit");
     assert_eq!(column.kind_source, Some(KindSource::Config));
     let flags = BooleanArray::from(vec![Some(true), None, Some(false)]);
@@ -184,9 +184,9 @@ fn inference_picks_the_kinds_and_config_overrides_them() {
     assert_eq!((mixed.kind, mixed.modes), (ColumnKind::Mixed, vec![0.0]));
 
     // The configuration wins, and the model file says so.
-    let given = ColumnSpec { kind: Some(ColumnKind::Continuous), modes: None };
+    let given = ColumnSpec { kind: Some(ColumnKind::Continuous), ..ColumnSpec::default() };
     let rooms_as_number = fit_column("rooms", &rooms, &given, &inference, &params()).expect("fit");
-    let modes = ColumnSpec { kind: None, modes: Some(vec![0.0, 1.0]) };
+    let modes = ColumnSpec { modes: Some(vec![0.0, 1.0]), ..ColumnSpec::default() };
     let balance_modes = fit_column("balance", &balance, &modes, &inference, &params()).expect("fit");
     assert_eq!(balance_modes.modes, vec![Some(0.0), Some(1.0)]);
     let model = Model::new(
@@ -252,12 +252,12 @@ fn bad_files_and_columns_are_clear_errors() {
     assert!(matches!(err, ModelError::TooManyCategories { max: 20, .. }), "{err}");
 
     let nothing = Float64Array::from(vec![None, None, Some(f64::NAN)]);
-    let numeric = ColumnSpec { kind: Some(ColumnKind::Continuous), modes: None };
+    let numeric = ColumnSpec { kind: Some(ColumnKind::Continuous), ..ColumnSpec::default() };
     let err = fit_column("x", &nothing, &numeric, &InferenceParams::default(), &params()).expect_err("no values");
     assert_eq!(err.to_string(), "column `x` has no finite value to fit on");
 
     let spread: Float64Array = (0..100).map(|i| Some(f64::from(i))).collect();
-    let mixed = ColumnSpec { kind: Some(ColumnKind::Mixed), modes: None };
+    let mixed = ColumnSpec { kind: Some(ColumnKind::Mixed), ..ColumnSpec::default() };
     let err = fit_column("s", &spread, &mixed, &InferenceParams::default(), &params()).expect_err("no modes");
     assert!(matches!(err, ModelError::NoModes(ref c) if c == "s"), "{err}");
     let zeros: Float64Array = (0..100).map(|i| Some(if i % 3 == 0 { 0.0 } else { f64::from(i) })).collect();

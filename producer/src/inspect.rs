@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use shardflow_config::Config;
-use shardflow_jobs::fit::advice;
-use shardflow_model::{ColumnKind, ColumnModel, Model};
+use shardflow_jobs::fit::{Metadata, advice};
+use shardflow_model::{ColumnKind, ColumnModel, Model, TailTransform};
 use shardflow_store::Index;
 
 /// Categories printed per column at most.
@@ -18,9 +18,22 @@ const SHOWN_CATEGORIES: usize = 50;
 /// # Errors
 /// A one-line reason when the file is not a valid model or no model has that id.
 pub(crate) async fn load_model(id: &str, config: &Config) -> anyhow::Result<Model> {
-    let read = |path: &Path| -> anyhow::Result<Model> {
+    Ok(load_with_metadata(id, config).await?.0)
+}
+
+/// [`load_model`], with the model's `metadata.json` (beside the file, or registered with
+/// it) when there is a readable one.
+///
+/// # Errors
+/// As [`load_model`].
+pub(crate) async fn load_with_metadata(id: &str, config: &Config) -> anyhow::Result<(Model, Option<Metadata>)> {
+    let read = |path: &Path| -> anyhow::Result<(Model, Option<Metadata>)> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Model::from_json(&text).map_err(|e| anyhow::anyhow!("loading {}: {e}{}", path.display(), advice(&e)))
+        let model =
+            Model::from_json(&text).map_err(|e| anyhow::anyhow!("loading {}: {e}{}", path.display(), advice(&e)))?;
+        let beside = path.parent().map(|dir| dir.join("metadata.json"));
+        let metadata = beside.and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| serde_json::from_str(&t).ok());
+        Ok((model, metadata))
     };
     let given = Path::new(id);
     if given.is_file() {
@@ -38,7 +51,39 @@ pub(crate) async fn load_model(id: &str, config: &Config) -> anyhow::Result<Mode
             config.storage.model_root.display()
         )
     })?;
-    Model::from_json(&row.model_json).map_err(|e| anyhow::anyhow!("model {id}: {e}{}", advice(&e)))
+    let model = Model::from_json(&row.model_json).map_err(|e| anyhow::anyhow!("model {id}: {e}{}", advice(&e)))?;
+    Ok((model, serde_json::from_str(&row.metadata_json).ok()))
+}
+
+/// [`describe`], with what `metadata` measured at fit time: per continuous or mixed
+/// column, the rows clipped and the sum lost without and with the log tail.
+pub(crate) fn describe_with(model: &Model, metadata: Option<&Metadata>) -> String {
+    let mut out = describe(model);
+    let measured: Vec<_> = metadata.iter().flat_map(|m| &m.columns).filter_map(|c| Some((&c.name, c.tails?))).collect();
+    if !measured.is_empty() {
+        out.push_str(
+            "\nlong tails on the fitting sample (alpha clipped at 0.99; sum lost = |sum in - sum out| / |sum in|):\n",
+        );
+        let _ = writeln!(
+            out,
+            "{:>20} {:>6} {:>9} {:>12} {:>12} {:>12} {:>12}",
+            "column", "tail", "skewness", "clipped", "sum lost", "clipped log", "lost log"
+        );
+        for (name, t) in measured {
+            let pct = |share: f64| format!("{:.4}%", 100.0 * share);
+            let _ = writeln!(
+                out,
+                "{name:>20} {:>6} {:>9.2} {:>12} {:>12} {:>12} {:>12}",
+                t.chosen.to_string(),
+                t.skewness,
+                pct(t.none.clipped_share),
+                pct(t.none.sum_lost),
+                pct(t.log.clipped_share),
+                pct(t.log.sum_lost)
+            );
+        }
+    }
+    out
 }
 
 /// The model as text: per column its kind and where the kind came from, then its
@@ -82,6 +127,15 @@ fn describe_mixture(out: &mut String, column: &ColumnModel) {
         m.converged,
         m.lower_bound
     );
+    if let Some(TailTransform::Log { lower }) = column.tail {
+        let _ = writeln!(
+            out,
+            "  tail: log, the mixture is over ln(x - {lower} + 1); values below {lower} are read as {lower}"
+        );
+    }
+    if let Some(data_type) = &column.data_type {
+        let _ = writeln!(out, "  input {data_type}");
+    }
     for (name, mode) in column.mode_names().iter().zip(&column.modes) {
         let value = mode.map_or("null".to_string(), |v| v.to_string());
         let _ = writeln!(out, "  modal slot {name}: {value} (alpha 0, comes back exactly)");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::client::ApiClient;
-use crate::inspect::{describe, load_model};
+use crate::inspect::{describe_with, load_model, load_with_metadata};
 use crate::plot::{pick, plot};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -238,7 +238,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Model(ModelCommand::Show { id }) => {
-            print!("{}", describe(&load_model(&id, &config).await?));
+            let (model, metadata) = load_with_metadata(&id, &config).await?;
+            print!("{}", describe_with(&model, metadata.as_ref()));
         }
         Command::Model(ModelCommand::Plot { id, shard, column, out }) => {
             let model = load_model(&id, &config).await?;
