@@ -18,7 +18,7 @@ use shardflow_model::{
 use shardflow_storage::shard::{AMOUNT, ShardError, ShardStats};
 use shardflow_storage::table::{ColumnStats, Table, conform, is_csv, sample_table};
 use shardflow_storage::write_atomically;
-use shardflow_store::{Index, IndexError, ModelRow};
+use shardflow_store::{DatasetRow, Index, IndexError, ModelRow, model_source};
 
 /// Why a fit failed.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +291,8 @@ pub fn write_model(dir: &Path, model: &Model, metadata: &Metadata) -> Result<(),
     write_atomically(&dir.join("metadata.json"), |f| std::io::Write::write_all(f, meta.as_bytes())).map_err(fail)
 }
 
-/// Register a written model in the `models` table.
+/// Register a written model in the `models` table; a dataset's first model becomes the
+/// one it uses (recorded in `datasets`).
 ///
 /// # Errors
 /// [`FitError::Index`] when ClickHouse refuses.
@@ -307,7 +308,24 @@ pub async fn register(index: &Index, dir: &Path, model: &Model, metadata: &Metad
         metadata_json: serde_json::to_string(metadata).unwrap_or_default(),
     };
     index.insert_model(&row).await?;
+    // A dataset's first model is the one it uses until told otherwise.
+    if index.dataset(&model.dataset).await?.is_none_or(|d| d.model_id.is_empty()) {
+        let columns = serde_json::to_string(model.input_schema().as_ref()).unwrap_or_default();
+        index.insert_dataset(&DatasetRow::new(&row, columns, model_source::FIRST_FIT)).await?;
+    }
     Ok(())
+}
+
+/// Make `model` (registered) the one its dataset uses, as `producer model use` and
+/// `PUT /datasets/{name}/model` do.
+///
+/// # Errors
+/// [`FitError::Index`] when ClickHouse refuses.
+pub async fn use_model(index: &Index, row: &ModelRow, model: &Model) -> Result<DatasetRow, FitError> {
+    let columns = serde_json::to_string(model.input_schema().as_ref()).unwrap_or_default();
+    let dataset = DatasetRow::new(row, columns, model_source::USE);
+    index.insert_dataset(&dataset).await?;
+    Ok(dataset)
 }
 
 fn column_metadata(column: &ColumnModel, stats: &ColumnStats, rows: u64, sampled: usize) -> ColumnMetadata {
