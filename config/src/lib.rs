@@ -98,6 +98,21 @@ pub struct PublishConfig {
     pub chunk_rows: NonZeroUsize,
     /// Chunks awaiting delivery reports at once.
     pub max_in_flight: NonZeroUsize,
+    /// The chunks' wire format.
+    #[serde(default)]
+    pub wire: WireFormat,
+}
+
+/// How chunks are encoded on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireFormat {
+    /// An Avro Object Container File per chunk, any table (`format: avro-ocf/2`).
+    #[default]
+    Ocf,
+    /// Version 1: one Avro datum of `shardflow.AmountChunk`, `Amount` only; for a rolling
+    /// upgrade whose workers are not all new yet, and to measure the codec change.
+    AmountDatum,
 }
 
 impl PublishConfig {

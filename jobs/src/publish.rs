@@ -14,18 +14,18 @@ use indicatif::ProgressBar;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use shardflow_config::Config;
-use shardflow_config::{KafkaConfig, PublishConfig};
+use shardflow_config::{KafkaConfig, PublishConfig, WireFormat};
 use shardflow_kafka::in_flight::{InFlight, Outgoing};
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
-use shardflow_schemas::{CodecError, ocf};
+use shardflow_schemas::{ChunkCodec, CodecError, ocf};
 use shardflow_store::{Index, IndexError, JobRow, JobStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span};
 
 use arrow_array::RecordBatch;
-use shardflow_storage::shard::ShardError;
+use shardflow_storage::shard::{AMOUNT, ShardError};
 use shardflow_storage::table::Table;
 
 /// Why publishing failed.
@@ -160,6 +160,17 @@ impl Publisher {
         let reader_path = path.to_path_buf();
         let columns: Vec<String> = model.columns.iter().map(|c| c.name.clone()).collect();
         let max_bytes = self.kafka.message_max_bytes;
+        let v1 = match self.publish.wire {
+            WireFormat::Ocf => None,
+            WireFormat::AmountDatum if model.dataset == AMOUNT && columns == [AMOUNT] => Some(ChunkCodec::amount()?),
+            WireFormat::AmountDatum => {
+                return Err(CodecError::Encode(format!(
+                    "publish.wire = amount-datum carries the {AMOUNT} dataset only, not `{}`",
+                    model.dataset
+                ))
+                .into());
+            }
+        };
         let reader = tokio::task::spawn_blocking(move || {
             let batches = match Table::open(&reader_path, &columns, None).and_then(|t| t.batches(chunk_rows)) {
                 Ok(b) => b,
@@ -172,7 +183,10 @@ impl Publisher {
                 let encoded = batch
                     .map_err(PublishError::from)
                     .and_then(|b| Ok(in_model_order(&b, &columns)?))
-                    .and_then(|b| encode_fitting(&b, max_bytes));
+                    .and_then(|b| match &v1 {
+                        Some(codec) => Ok(vec![(b.num_rows() as u64, codec.encode(&as_float64(b)?)?)]),
+                        None => encode_fitting(&b, max_bytes),
+                    });
                 let chunks = match encoded {
                     Ok(chunks) => chunks,
                     Err(e) => {
@@ -226,8 +240,13 @@ impl Publisher {
             .insert(Header { key: headers::JOB_ID, value: Some(job_id) })
             .insert(Header { key: headers::CHUNK, value: Some(&seq_text) })
             .insert(Header { key: headers::MODEL_ID, value: Some(&model.model_id) })
-            .insert(Header { key: headers::DATASET, value: Some(&model.dataset) })
-            .insert(Header { key: headers::FORMAT, value: Some(ocf::OCF_FORMAT) });
+            .insert(Header { key: headers::DATASET, value: Some(&model.dataset) });
+        let headers = match self.publish.wire {
+            WireFormat::Ocf => headers.insert(Header { key: headers::FORMAT, value: Some(ocf::OCF_FORMAT) }),
+            WireFormat::AmountDatum => {
+                headers.insert(Header { key: headers::SCHEMA, value: Some("shardflow.AmountChunk") })
+            }
+        };
         Outgoing { key: format!("{job_id}/{seq}"), payload, headers: Some(headers), weight: rows }
     }
 }
@@ -237,6 +256,13 @@ fn in_model_order(batch: &RecordBatch, columns: &[String]) -> Result<RecordBatch
     let schema = batch.schema();
     let indices: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
     batch.project(&indices).map_err(|e| ShardError::Read { path: String::new(), reason: e.to_string() })
+}
+
+/// The `Amount` column as Float64, as the version-1 codec takes it.
+fn as_float64(batch: RecordBatch) -> Result<RecordBatch, PublishError> {
+    let column = arrow_cast::cast(batch.column(0), &arrow_schema::DataType::Float64)
+        .map_err(|e| CodecError::Encode(format!("{AMOUNT} as Float64: {e}")))?;
+    RecordBatch::try_from_iter([(AMOUNT, column)]).map_err(|e| CodecError::Encode(e.to_string()).into())
 }
 
 /// `batch` encoded, cut in halves until every file is at most `max_bytes`: the same cuts
