@@ -15,8 +15,10 @@ use clap::{Parser, Subcommand};
 use indicatif::ProgressBar;
 use shardflow_api::{AppState, serve};
 use shardflow_config::{Config, telemetry};
-use shardflow_generate::{GenerateOptions, generate};
-use shardflow_jobs::fit::{dataset_of, fit, register, write_model};
+use shardflow_generate::{
+    CreativeOptions, GenerateOptions, creative_version, creative_versions, generate, generate_creative_packs,
+};
+use shardflow_jobs::fit::{dataset_of, fit, register, use_model, write_model};
 use shardflow_jobs::service::JobService;
 use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, Shard};
@@ -39,14 +41,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write synthetic Amount_Shard_{1..}.parquet files and a manifest.json.
+    /// Write a synthetic dataset: Amount_Shard_{1..}.parquet files and a manifest.json (the default), or a new
+    /// version of the creative-packs dataset (dataset_v{V}.parquet, dataset_v{V}.tfrecord, metadata_v{V}.json).
     Generate {
-        /// Rows in all.
+        /// Dataset to write.
+        #[arg(long, value_enum, default_value_t = DatasetKind::Amount)]
+        dataset: DatasetKind,
+        /// Rows in all (required for amount; creative-packs: 10000000 when not given).
         #[arg(long)]
-        rows: u64,
-        /// Rows per shard.
+        rows: Option<u64>,
+        /// Rows per shard (amount).
         #[arg(long, default_value_t = 10_000_000)]
         shard_rows: u64,
+        /// Target stores (creative-packs; default 10).
+        #[arg(long)]
+        target_stores: Option<usize>,
+        /// Creative packs, each in one random target store (creative-packs; default 100).
+        #[arg(long)]
+        creative_packs: Option<usize>,
+        /// Version to write (creative-packs; default: the next free one). An existing version is refused.
+        #[arg(long)]
+        version: Option<u32>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -54,6 +69,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// List and show the versions of a creative-packs directory.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Fit the transform on a sample of every shard in a directory; write model.json and metadata.json; register the model.
     ///
     /// Shards of one numeric `Amount` column fit as before; any other table (several columns, CSV, or columns named
@@ -117,11 +135,42 @@ enum Command {
     },
 }
 
+/// The datasets `producer generate` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DatasetKind {
+    /// Amount shards.
+    Amount,
+    /// Versioned creative-packs labels (Parquet and TFRecord).
+    CreativePacks,
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// One line per version: version, rows, created, files.
+    Versions {
+        /// The directory `producer generate --dataset creative-packs --out` wrote.
+        dir: PathBuf,
+    },
+    /// Print a version's metadata (probabilities per target store and pair, seed, rows, files and SHA-256) as JSON.
+    Show {
+        /// The directory `producer generate --dataset creative-packs --out` wrote.
+        dir: PathBuf,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+    },
+}
+
 #[derive(Subcommand)]
 enum ModelCommand {
     /// Print a model: per column its kind (given or inferred) and its components, modal slots or categories.
     Show {
         /// A registered model id, a model directory, or the path of a model.json.
+        id: String,
+    },
+    /// Make a registered model the one its dataset's jobs use (a dataset's first model is used until then).
+    Use {
+        /// A registered model id.
         id: String,
     },
     /// Write a PNG of a shard column's histogram with the fitted mixture density drawn over it.
@@ -168,11 +217,53 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Generate { rows, shard_rows, out, seed } => {
-            let bar = progress(rows, "generate");
-            let opts = GenerateOptions { rows, shard_rows, out: out.clone(), seed, threads: threads() };
-            let manifest = tokio::task::spawn_blocking(move || generate(&opts, &bar)).await??;
-            println!("wrote {} rows in {} shards to {}", manifest.rows, manifest.shards.len(), out.display());
+        Command::Generate { dataset, rows, shard_rows, target_stores, creative_packs, version, out, seed } => {
+            match dataset {
+                DatasetKind::Amount => {
+                    if target_stores.is_some() || creative_packs.is_some() || version.is_some() {
+                        bail!("--target-stores, --creative-packs and --version apply to --dataset creative-packs only");
+                    }
+                    let rows = rows.context("--rows is required for --dataset amount")?;
+                    let bar = progress(rows, "generate");
+                    let opts = GenerateOptions { rows, shard_rows, out: out.clone(), seed, threads: threads() };
+                    let manifest = tokio::task::spawn_blocking(move || generate(&opts, &bar)).await??;
+                    println!("wrote {} rows in {} shards to {}", manifest.rows, manifest.shards.len(), out.display());
+                }
+                DatasetKind::CreativePacks => {
+                    let defaults = CreativeOptions::new(out);
+                    let opts = CreativeOptions {
+                        rows: rows.unwrap_or(defaults.rows),
+                        target_stores: target_stores.unwrap_or(defaults.target_stores),
+                        creative_packs: creative_packs.unwrap_or(defaults.creative_packs),
+                        version,
+                        seed,
+                        ..defaults
+                    };
+                    let bar = progress(opts.rows, "generate");
+                    let out = opts.out.clone();
+                    let metadata = tokio::task::spawn_blocking(move || generate_creative_packs(&opts, &bar)).await??;
+                    println!(
+                        "wrote version {} of creative-packs to {}: {} rows, {} target stores, {} creative packs",
+                        metadata.version,
+                        out.display(),
+                        metadata.rows,
+                        metadata.target_stores.len(),
+                        metadata.pairs.len()
+                    );
+                }
+            }
+        }
+        Command::Dataset(DatasetCommand::Versions { dir }) => {
+            let versions = creative_versions(&dir)?;
+            if versions.is_empty() {
+                eprintln!("no versions in {}", dir.display());
+            }
+            for metadata in versions {
+                println!("{}", metadata.summary());
+            }
+        }
+        Command::Dataset(DatasetCommand::Show { dir, version }) => {
+            println!("{}", serde_json::to_string_pretty(&creative_version(&dir, version)?)?);
         }
         Command::Fit { shards, out, dataset, sample_rows, no_register } => {
             let mut fit_config = config.fit.clone();
@@ -191,6 +282,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !no_register {
                 let index = Index::connect(&config.clickhouse).await?;
                 register(&index, &out, &model, &metadata).await?;
+                match index.dataset(&model.dataset).await? {
+                    Some(d) if d.model_id != model.model_id => println!(
+                        "dataset {} keeps using model {}; `producer model use {}` switches it",
+                        d.name, d.model_id, model.model_id
+                    ),
+                    _ => println!("dataset {} uses model {}", model.dataset, model.model_id),
+                }
             }
             let sampled = metadata.columns.first().map_or(0, |c| c.sampled);
             println!(
@@ -219,8 +317,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let service = JobService::new(config.clone(), index.clone()).await?;
             let model = match &model {
                 Some(id) => service.model(id).await?,
-                None => match index.latest_model(AMOUNT).await? {
-                    Some(row) => Model::from_json(&row.model_json)?,
+                None => match service.dataset_model(AMOUNT).await? {
+                    Some(model) => model,
                     None => bail!("no model registered for {AMOUNT}: run `producer fit` first"),
                 },
             };
@@ -236,6 +334,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     file.display()
                 );
             }
+        }
+        Command::Model(ModelCommand::Use { id }) => {
+            let index = Index::connect(&config.clickhouse).await?;
+            let Some(row) = index.model(&id).await? else { bail!("no registered model {id}") };
+            let model = Model::from_json(&row.model_json)?;
+            let dataset = use_model(&index, &row, &model).await?;
+            println!("dataset {} now uses model {}", dataset.name, dataset.model_id);
         }
         Command::Model(ModelCommand::Show { id }) => {
             let (model, metadata) = load_with_metadata(&id, &config).await?;
