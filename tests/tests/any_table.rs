@@ -103,10 +103,7 @@ fn read_outputs(output_root: &Path, job: &str, chunks: u64) -> (RecordBatch, Rec
         let parts: Vec<RecordBatch> = (0..chunks).map(|seq| read_part(&dir.join(part_name(seq)))).collect();
         arrow_select::concat::concat_batches(&parts[0].schema(), &parts).expect("concat")
     };
-    (
-        join(shardflow_storage::transform_dir(output_root, job)),
-        join(shardflow_storage::inverse_dir(output_root, job)),
-    )
+    (join(shardflow_storage::transform_dir(output_root, job)), join(shardflow_storage::inverse_dir(output_root, job)))
 }
 
 /// Column `name` of `batch` as f64 (its epoch count for dates and timestamps).
@@ -239,11 +236,9 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
     .expect("table");
     let other_file = env.data().join("other.parquet");
     write_parquet(&other_file, &other);
-    let (status, refused) = post_job(
-        &base,
-        serde_json::json!({ "file_path": other_file.to_str().expect("utf-8"), "dataset": "known" }),
-    )
-    .await;
+    let (status, refused) =
+        post_job(&base, serde_json::json!({ "file_path": other_file.to_str().expect("utf-8"), "dataset": "known" }))
+            .await;
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["error"]["code"], "columns_mismatch");
     let message = refused["error"]["message"].as_str().expect("message");
@@ -281,7 +276,8 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
         .insert(Header { key: "chunk", value: Some("0") })
         .insert(Header { key: "model_id", value: Some(model_id) })
         .insert(Header { key: "format", value: Some(shardflow_schemas::ocf::OCF_FORMAT) });
-    let record = FutureRecord::to(&env.config.kafka.topic).key("bogus").payload(&b"not an avro file"[..]).headers(headers);
+    let record =
+        FutureRecord::to(&env.config.kafka.topic).key("bogus").payload(&b"not an avro file"[..]).headers(headers);
     producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("sent");
     let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse");
     let dead = eventually("the bogus message to be dead-lettered", Duration::from_secs(60), || {
@@ -351,9 +347,10 @@ async fn a_version_1_chunk_left_in_the_topic_is_still_transformed() {
     let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse");
     // An Amount model, fitted and registered as `producer fit` does.
     let shard = env.data().join("Amount_Shard_1.parquet");
-    let amounts: Vec<Option<f64>> = (0..2_000).map(|i| (i % 10 != 0).then(|| ((i % 97) as f64).powi(2) + 1.0)).collect();
-    let batch = RecordBatch::try_from_iter([("Amount", Arc::new(Float64Array::from(amounts)) as ArrayRef)])
-        .expect("batch");
+    let amounts: Vec<Option<f64>> =
+        (0..2_000).map(|i| (i % 10 != 0).then(|| ((i % 97) as f64).powi(2) + 1.0)).collect();
+    let batch =
+        RecordBatch::try_from_iter([("Amount", Arc::new(Float64Array::from(amounts)) as ArrayRef)]).expect("batch");
     write_parquet(&shard, &batch);
     let (model, metadata) = shardflow_jobs::fit::fit(
         std::slice::from_ref(&shard),
@@ -391,4 +388,40 @@ async fn a_version_1_chunk_left_in_the_topic_is_still_transformed() {
     let transformed = read_part(Path::new(&output.transform_path));
     let inverse = read_part(Path::new(&output.inverse_path));
     assert_round_trip(&model, &batch, &transformed, &inverse);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_creative_packs_dataset_rides_the_pipeline() {
+    let env = TestEnv::with("any_table_creative", |c| c.publish.chunk_rows = shardflow_testkit::nz(CHUNK_ROWS));
+    let dir = env.data().join("creative-packs");
+    let options = shardflow_generate::CreativeOptions {
+        rows: ROWS as u64,
+        target_stores: 4,
+        creative_packs: 12,
+        ..shardflow_generate::CreativeOptions::new(&dir)
+    };
+    shardflow_generate::generate_creative_packs(&options, &indicatif::ProgressBar::hidden()).expect("generate");
+    let file = dir.join("dataset_v1.parquet");
+    let _consumer = shardflow_testkit::consumer(&env.config_path, &[], &[]);
+    let base = serve_api(&env.config).await;
+    let (status, job) = post_job(
+        &base,
+        serde_json::json!({ "file_path": file.to_str().expect("utf-8"), "dataset": "creative-packs", "wait": true }),
+    )
+    .await;
+    assert_eq!(status, 200, "{job}");
+    let job_id = job["job_id"].as_str().expect("job id");
+    let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse");
+    let row = index.model(job["model_id"].as_str().expect("model")).await.expect("model").expect("registered");
+    let model = Model::from_json(&row.model_json).expect("model");
+    assert!(model.columns.iter().all(|c| c.kind == ColumnKind::Categorical), "ids and the label are categories");
+    let input = {
+        let table = shardflow_storage::table::Table::open(&file, &[], None).expect("table");
+        let schema = table.schema();
+        let batches: Vec<RecordBatch> = table.batches(1 << 16).expect("read").map(|b| b.expect("batch")).collect();
+        arrow_select::concat::concat_batches(&schema, &batches).expect("concat")
+    };
+    let (transformed, inverse) =
+        read_outputs(&env.config.storage.output_root, job_id, ROWS.div_ceil(CHUNK_ROWS) as u64);
+    assert_round_trip(&model, &input, &transformed, &inverse);
 }
