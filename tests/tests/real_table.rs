@@ -23,7 +23,10 @@ fn penguins_csv() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services/venv/bin/python");
     assert!(python.is_file(), "{} is missing: run scripts/pytools.sh (make test does)", python.display());
     let out = std::process::Command::new(python)
-        .args(["-c", "import os, palmerpenguins as p; print(os.path.join(os.path.dirname(p.__file__), 'data', 'penguins.csv'))"])
+        .args([
+            "-c",
+            "import os, palmerpenguins as p; print(os.path.join(os.path.dirname(p.__file__), 'data', 'penguins.csv'))",
+        ])
         .output()
         .expect("python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
