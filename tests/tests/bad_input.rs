@@ -42,9 +42,9 @@ async fn bad_files_get_a_clear_4xx_and_leave_nothing_written() {
         (file_path("notes.parquet"), StatusCode::BAD_REQUEST, "not_parquet", "not a readable Parquet file"),
         (
             file_path("prices.parquet"),
-            StatusCode::BAD_REQUEST,
-            "bad_shard_schema",
-            "has no column `Amount` (columns: price)",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_dataset",
+            "name the dataset of a file with columns price",
         ),
         (file_path("../outside.parquet"), StatusCode::FORBIDDEN, "path_forbidden", "outside the data roots"),
         (file_path("/etc/passwd"), StatusCode::FORBIDDEN, "path_forbidden", "outside the data roots"),
