@@ -224,23 +224,26 @@ impl Design {
         let step = 1.0 / (target_stores + 1) as f64;
         let base: Vec<f64> = (1..=target_stores).map(|k| k as f64 * step).collect();
         let mut pairs = Vec::with_capacity(creative_packs);
-        let mut of_store = Vec::with_capacity(creative_packs);
+        // Per store: its packs and the sum of their p.
+        let mut packs_of = vec![(0usize, 0.0f64); target_stores];
         for pack in pack_ids {
             let store = rng.random_range(0..target_stores);
             let offset = rng.random_range(-OFFSET..=OFFSET);
             let t = base[store];
             let probability = if (0.0..=1.0).contains(&(t + offset)) { t + offset } else { t - offset };
-            of_store.push(store);
+            packs_of[store].0 += 1;
+            packs_of[store].1 += probability;
             pairs.push(Pair { target_store_id: store_ids[store].clone(), creative_pack_id: pack, offset, probability });
         }
         let stores = store_ids
             .into_iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let own: Vec<f64> =
-                    pairs.iter().zip(&of_store).filter(|(_, s)| **s == i).map(|(p, _)| p.probability).collect();
-                let label_rate = (!own.is_empty()).then(|| own.iter().sum::<f64>() / own.len() as f64);
-                TargetStore { id, probability: base[i], creative_packs: own.len(), label_rate }
+            .zip(base)
+            .zip(packs_of)
+            .map(|((id, probability), (n, sum))| TargetStore {
+                id,
+                probability,
+                creative_packs: n,
+                label_rate: (n > 0).then(|| sum / n as f64),
             })
             .collect();
         let labels = pairs
@@ -495,6 +498,13 @@ mod tests {
         let t: Vec<f64> = design.stores.iter().map(|s| s.probability).collect();
         assert_eq!(t, [0.2, 0.4, 0.6000000000000001, 0.8]);
         assert_eq!(design.stores.iter().map(|s| s.creative_packs).sum::<usize>(), 50);
+        for store in &design.stores {
+            let own: Vec<f64> =
+                design.pairs.iter().filter(|p| p.target_store_id == store.id).map(|p| p.probability).collect();
+            assert_eq!(store.creative_packs, own.len());
+            let mean = own.iter().sum::<f64>() / own.len() as f64;
+            assert!(store.label_rate.is_some_and(|r| (r - mean).abs() < 1e-15), "{store:?}");
+        }
         for pair in &design.pairs {
             let store = design.stores.iter().find(|s| s.id == pair.target_store_id).expect("its store");
             assert!(pair.offset.abs() <= OFFSET);
