@@ -38,7 +38,7 @@ fn type_error(column: &str, array: &dyn Array, expected: &'static str) -> ModelE
 }
 
 /// `array` as Float64: itself when it is Float64, else cast (temporal types through their
-/// epoch count). With `safe`, values that cannot be read become null.
+/// epoch count); values that cannot be read (text that is not a number) become null.
 fn to_floats(column: &str, array: &dyn Array, expected: &'static str) -> Result<Float64Array, ModelError> {
     if let Some(floats) = array.as_any().downcast_ref::<Float64Array>() {
         // Clones the buffers' Arcs, not the values.
