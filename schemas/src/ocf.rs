@@ -115,9 +115,15 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, CodecError> {
     Ok(writer.into_inner())
 }
 
-/// What the embedded schema says about each field: its original name and Arrow type,
-/// when they differ from the wire's.
-fn originals(schema_json: &[u8]) -> Result<Vec<(Option<String>, Option<DataType>)>, String> {
+/// What the embedded schema says about a field: its original name and Arrow type, when
+/// they differ from the wire's.
+struct Original {
+    name: Option<String>,
+    data_type: Option<DataType>,
+}
+
+/// The [`Original`] of every field of the embedded schema.
+fn originals(schema_json: &[u8]) -> Result<Vec<Original>, String> {
     let value: serde_json::Value =
         serde_json::from_slice(schema_json).map_err(|e| format!("embedded schema is not JSON: {e}"))?;
     let fields = value.get("fields").and_then(serde_json::Value::as_array).ok_or("embedded schema has no fields")?;
@@ -132,7 +138,7 @@ fn originals(schema_json: &[u8]) -> Result<Vec<(Option<String>, Option<DataType>
                 }
                 None => None,
             };
-            Ok((name, data_type))
+            Ok(Original { name, data_type })
         })
         .collect()
 }
@@ -167,13 +173,15 @@ pub fn decode(payload: &[u8]) -> Result<RecordBatch, CodecError> {
     restore(joined, &originals).map_err(fail)
 }
 
-fn restore(batch: RecordBatch, originals: &[(Option<String>, Option<DataType>)]) -> Result<RecordBatch, String> {
+fn restore(batch: RecordBatch, originals: &[Original]) -> Result<RecordBatch, String> {
     if originals.len() != batch.num_columns() {
         return Err(format!("schema has {} fields, the data {} columns", originals.len(), batch.num_columns()));
     }
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
-    for ((field, array), (name, data_type)) in batch.schema().fields().iter().zip(batch.columns()).zip(originals) {
+    for ((field, array), Original { name, data_type }) in
+        batch.schema().fields().iter().zip(batch.columns()).zip(originals)
+    {
         let name = name.clone().unwrap_or_else(|| field.name().clone());
         let column = match data_type {
             Some(t) if t != array.data_type() => {

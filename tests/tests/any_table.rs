@@ -28,7 +28,7 @@ const CHUNK_ROWS: usize = 5_000;
 
 /// Every `every`-th row (from `offset`) null, the others `value(i)`.
 fn with_nulls<T>(every: usize, offset: usize, value: impl Fn(usize) -> T) -> Vec<Option<T>> {
-    (0..ROWS).map(|i| ((i + offset) % every != 0).then(|| value(i))).collect()
+    (0..ROWS).map(|i| (!(i + offset).is_multiple_of(every)).then(|| value(i))).collect()
 }
 
 /// A table of 18 columns, one per type the model covers, nulls in each.
@@ -53,7 +53,7 @@ fn mixed_table(seed: u64) -> RecordBatch {
         ("amount", Arc::new(Float64Array::from(with_nulls(53, 10, amount))) as ArrayRef),
         ("word", Arc::new(StringArray::from(with_nulls(7, 0, |i| words[pick[i]]))) as ArrayRef),
         ("large word", Arc::new(LargeStringArray::from(with_nulls(9, 1, |i| words[3 - pick[i]]))) as ArrayRef),
-        ("yes", Arc::new(BooleanArray::from(with_nulls(5, 2, |i| pick[i] % 2 == 0))) as ArrayRef),
+        ("yes", Arc::new(BooleanArray::from(with_nulls(5, 2, |i| pick[i].is_multiple_of(2)))) as ArrayRef),
         ("day", Arc::new(Date32Array::from(with_nulls(59, 11, |i| 19_000 + (normal[i] * 100.0) as i32))) as ArrayRef),
         (
             "at_ms",
@@ -348,7 +348,7 @@ async fn a_version_1_chunk_left_in_the_topic_is_still_transformed() {
     // An Amount model, fitted and registered as `producer fit` does.
     let shard = env.data().join("Amount_Shard_1.parquet");
     let amounts: Vec<Option<f64>> =
-        (0..2_000).map(|i| (i % 10 != 0).then(|| ((i % 97) as f64).powi(2) + 1.0)).collect();
+        (0..2_000u32).map(|i| (!i.is_multiple_of(10)).then(|| ((i % 97) as f64).powi(2) + 1.0)).collect();
     let batch =
         RecordBatch::try_from_iter([("Amount", Arc::new(Float64Array::from(amounts)) as ArrayRef)]).expect("batch");
     write_parquet(&shard, &batch);
