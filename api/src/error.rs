@@ -225,6 +225,7 @@ impl From<SubmitError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "columns_mismatch", e.to_string())
             }
             SubmitError::NoDataset { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_dataset", e.to_string()),
+            SubmitError::BadDataset(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_dataset", e.to_string()),
             SubmitError::WrongDataset { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_dataset", e.to_string())
             }

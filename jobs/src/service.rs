@@ -73,6 +73,9 @@ pub enum SubmitError {
         /// The file's columns, comma separated.
         columns: String,
     },
+    /// A dataset name that is empty, longer than 128 characters or holds control characters.
+    #[error("dataset name {0:?} must be 1 to 128 characters, none of them control characters")]
+    BadDataset(String),
     /// The request named a model of another dataset.
     #[error("model {model_id} belongs to dataset `{model_dataset}`, not `{dataset}`")]
     WrongDataset {
@@ -268,6 +271,9 @@ impl JobService {
         chunk_rows: Option<usize>,
     ) -> Result<Submitted, SubmitError> {
         let chunk_rows = self.chunk_rows(chunk_rows)?;
+        if let Some(name) = target.dataset.as_deref() {
+            check_dataset_name(name)?;
+        }
         let checked = path.to_path_buf();
         let (schema, rows) = tokio::task::spawn_blocking(move || {
             let table = Table::open(&checked, &[], None)?;
@@ -517,6 +523,14 @@ impl JobService {
             tokio::time::sleep(self.config.api.poll_interval).await;
         }
     }
+}
+
+/// Refuse a dataset name that would be awkward everywhere it is shown.
+fn check_dataset_name(name: &str) -> Result<(), SubmitError> {
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(SubmitError::BadDataset(name.chars().take(140).collect()));
+    }
+    Ok(())
 }
 
 /// Refuse a file whose columns are not the model's (for `Amount`, only a missing column).

@@ -5,8 +5,10 @@
 //! they come back clipped, and the column's sum falls short. In log space they are a few
 //! std away.
 //!
-//! A value below `lower` at transform time (the fit never saw one so small) is read as
-//! `lower` and counted ([`crate::TransformReport::clamped`]); NaN stays NaN.
+//! A value below `lower` at transform time (the fit never saw one so small) still goes
+//! through as long as `x - lower + 1 > 0`, and comes back as it was; one at or below
+//! `lower - 1`, where the logarithm has no value, is read as `lower` and counted
+//! ([`crate::TransformReport::clamped`]); NaN stays NaN.
 
 use arrow_array::{Array, Float64Array};
 use serde::{Deserialize, Serialize};
@@ -36,7 +38,7 @@ impl std::fmt::Display for Tail {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TailTransform {
-    /// `y = ln(x - lower + 1)`, values below `lower` read as `lower`.
+    /// `y = ln(x - lower + 1)`, values at or below `lower - 1` read as `lower`.
     Log {
         /// The smallest (non-modal, finite) value of the fit sample.
         lower: f64,
@@ -44,12 +46,13 @@ pub enum TailTransform {
 }
 
 impl TailTransform {
-    /// A value into the mixture's space, and whether it was below `lower` (clamped).
+    /// A value into the mixture's space, and whether it was out of the logarithm's
+    /// domain (at or below `lower - 1`: clamped to `lower`).
     #[inline]
     pub fn forward(&self, x: f64) -> (f64, bool) {
         match *self {
             Self::Log { lower } => {
-                if x < lower {
+                if x - lower <= -1.0 {
                     (0.0, true)
                 } else {
                     // NaN fails both comparisons and stays NaN.

@@ -205,6 +205,9 @@ async fn a_mixed_table_rides_the_whole_pipeline_column_by_column() {
     }
     let (transformed, inverse) = read_outputs(&env.config.storage.output_root, &job_id, chunks);
     assert_eq!(transformed.schema(), model.transformed_schema());
+    // A message as it sits in the topic, read by a reader that is not ours.
+    let payload = message_payload(&env.config, &job_id, 1);
+    assert_fastavro_reads(&payload, &input.slice(CHUNK_ROWS, CHUNK_ROWS));
     assert_eq!(inverse.schema().fields(), input.schema().fields(), "the inverse has the input's schema");
     assert_round_trip(&model, &input, &transformed, &inverse);
 }
@@ -243,6 +246,9 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
     assert_eq!(refused["error"]["code"], "columns_mismatch");
     let message = refused["error"]["message"].as_str().expect("message");
     assert!(message.contains("missing `colour`") && message.contains("unexpected `shade`"), "{message}");
+    let (status, refused) =
+        post_job(&base, serde_json::json!({ "file_path": file.to_str().expect("utf-8"), "dataset": "" })).await;
+    assert_eq!((status, &refused["error"]["code"]), (422, &serde_json::json!("bad_dataset")), "{refused}");
 
     // A word in the number column and a colour never seen: counted per column, not a crash.
     let odd = RecordBatch::try_from_iter([
@@ -309,17 +315,15 @@ fn fastavro_rows(payload: &[u8], dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON from python")
 }
 
-#[test]
-fn fastavro_reads_a_chunk_and_gets_the_same_rows() {
+/// fastavro reads `payload` and gets `input`'s rows (a mixed table's), column by column.
+fn assert_fastavro_reads(payload: &[u8], input: &RecordBatch) {
     let dir = tempfile::tempdir().expect("dir");
-    let input = mixed_table(3).slice(0, 50);
-    let payload = shardflow_schemas::ocf::encode(&input).expect("encode");
-    let read = fastavro_rows(&payload, dir.path());
+    let read = fastavro_rows(payload, dir.path());
     let fields: Vec<&str> = read["fields"].as_array().expect("fields").iter().filter_map(|f| f.as_str()).collect();
     assert_eq!(fields.len(), input.num_columns());
     assert_eq!(fields[12], "large_word", "a name made a valid Avro name");
     let rows = read["rows"].as_array().expect("rows");
-    assert_eq!(rows.len(), 50);
+    assert_eq!(rows.len(), input.num_rows());
     for (i, row) in rows.iter().enumerate() {
         let price = input.column(0).as_any().downcast_ref::<Float64Array>().expect("f64");
         assert_eq!(row["price"].as_f64(), price.is_valid(i).then(|| price.value(i)), "price row {i}");
@@ -339,6 +343,42 @@ fn fastavro_reads_a_chunk_and_gets_the_same_rows() {
         let expected = day.is_valid(i).then(|| day.value_as_date(i).expect("date").to_string());
         assert_eq!(row["day"].as_str().map(str::to_string), expected, "day row {i}");
     }
+}
+
+#[test]
+fn fastavro_reads_an_encoded_chunk_and_gets_the_same_rows() {
+    let input = mixed_table(3).slice(0, 50);
+    assert_fastavro_reads(&shardflow_schemas::ocf::encode(&input).expect("encode"), &input);
+}
+
+/// The payload of chunk `seq` of `job`, read back from the topic by a reader of its own.
+fn message_payload(config: &shardflow_config::Config, job: &str, seq: u64) -> Vec<u8> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", format!("{}.reader", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..config.kafka.partitions {
+        partitions.add_partition_offset(&config.kafka.topic, p, rdkafka::Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&partitions).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (job, seq) = (job.as_bytes(), seq.to_string());
+    while std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let message = message.expect("message");
+        let header = |key: &str| {
+            message.headers().and_then(|hs| hs.iter().find(|h| h.key == key).and_then(|h| h.value.map(<[u8]>::to_vec)))
+        };
+        if header("job_id").as_deref() == Some(job) && header("chunk").as_deref() == Some(seq.as_bytes()) {
+            return message.payload().expect("payload").to_vec();
+        }
+    }
+    panic!("chunk {seq} not found in the topic");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

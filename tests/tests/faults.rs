@@ -171,7 +171,7 @@ async fn bad_messages_go_to_dead_letters_and_good_chunks_all_arrive() {
     let rows = data.index.dead_letters(&first.job_id).await.expect("dead letters");
     assert_eq!(rows.iter().map(|r| r.chunk).collect::<Vec<_>>(), vec![998, 999]);
     assert!(rows[0].error.contains("payload schema is casino.GameRound"), "{}", rows[0].error);
-    assert!(rows[1].error.contains("not an Avro shardflow.AmountChunk datum"), "{}", rows[1].error);
+    assert!(rows[1].error.contains("not a valid shardflow.AmountChunk chunk"), "{}", rows[1].error);
     assert_eq!(rows[1].payload, vec![0xff; 32]);
     let headerless = data
         .env
