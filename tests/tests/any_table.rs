@@ -273,6 +273,54 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
         ])
     );
 
+    // A second model fitted for the dataset is registered, not used, until it is told to.
+    let first_model = first["model_id"].as_str().expect("model id").to_string();
+    let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse");
+    let mut fit_config = env.config.fit.clone();
+    fit_config.mixture.n_components = 3;
+    let (second_model, metadata) = shardflow_jobs::fit::fit(
+        std::slice::from_ref(&file),
+        "known",
+        &fit_config,
+        1,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .expect("fit");
+    assert_ne!(second_model.model_id, first_model);
+    let dir = env.config.storage.model_root.join(&second_model.model_id);
+    shardflow_jobs::fit::write_model(&dir, &second_model, &metadata).expect("write");
+    shardflow_jobs::fit::register(&index, &dir, &second_model, &metadata).await.expect("register");
+    let dataset = get(&base, "/datasets/known").await;
+    assert_eq!((&dataset["model_id"], &dataset["model_source"]), (&first["model_id"], &serde_json::json!("first fit")));
+    assert_eq!(dataset["models"].as_array().map(Vec::len), Some(2));
+    let put = |body: serde_json::Value| {
+        let base = base.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .put(format!("{base}/datasets/known/model"))
+                .json(&body)
+                .send()
+                .await
+                .expect("PUT");
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.expect("JSON"))
+        }
+    };
+    let (status, answer) = put(serde_json::json!({ "model_id": "0000000000000000" })).await;
+    assert_eq!((status, &answer["error"]["code"]), (404, &serde_json::json!("not_found")), "{answer}");
+    let (status, answer) = put(serde_json::json!({ "model_id": second_model.model_id })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["model_id"].as_str(), answer["model_source"].as_str()),
+        (Some(second_model.model_id.as_str()), Some("use"))
+    );
+    let (status, job) = post_job(
+        &base,
+        serde_json::json!({ "file_path": file.to_str().expect("utf-8"), "dataset": "known", "wait": true }),
+    )
+    .await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["model_id"].as_str(), Some(second_model.model_id.as_str()), "the job records the model it ran with");
+
     // A message that says it is an OCF and is not: dead-lettered with the reason.
     let producer = shardflow_kafka::producer(&env.config.kafka).expect("producer");
     let bogus_job = uuid::Uuid::now_v7().to_string();
@@ -285,7 +333,6 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
     let record =
         FutureRecord::to(&env.config.kafka.topic).key("bogus").payload(&b"not an avro file"[..]).headers(headers);
     producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("sent");
-    let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse");
     let dead = eventually("the bogus message to be dead-lettered", Duration::from_secs(60), || {
         let (index, job) = (index.clone(), bogus_job.clone());
         async move { index.dead_letters(&job).await.ok().filter(|d| !d.is_empty()) }
