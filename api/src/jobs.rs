@@ -273,9 +273,9 @@ pub(crate) struct JobQuery {
     pub status: Option<String>,
     /// Only this dataset.
     pub dataset: Option<String>,
-    /// Submitted at or after: `YYYY-MM-DD` or RFC 3339.
+    /// Submitted at or after: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` (UTC) or RFC 3339.
     pub since: Option<String>,
-    /// Submitted before: `YYYY-MM-DD` or RFC 3339.
+    /// Submitted before: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` (UTC) or RFC 3339.
     pub until: Option<String>,
     /// Page, from 1.
     #[param(minimum = 1)]

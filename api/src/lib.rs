@@ -307,13 +307,19 @@ pub struct Pagination {
 
 /// A date (`2024-01-31`, midnight UTC) or an RFC 3339 time, as unix seconds.
 fn parse_time(name: &str, text: &str) -> Result<u32, ApiError> {
+    let text = text.trim();
     let seconds = if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp())
+    } else if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S") {
+        // The game-rounds CSV's own format, read as UTC as its timestamps are.
+        Some(time.and_utc().timestamp())
     } else {
         chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp())
     };
     seconds.and_then(|s| u32::try_from(s).ok()).ok_or_else(|| {
-        ApiError::bad_request(format!("{name} {text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time after 1970"))
+        ApiError::bad_request(format!(
+            "{name} {text:?} is not a date (YYYY-MM-DD), a UTC time (YYYY-MM-DD HH:MM:SS) or an RFC 3339 time after 1970"
+        ))
     })
 }
 

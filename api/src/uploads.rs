@@ -200,9 +200,9 @@ pub(crate) struct AggregateQuery {
     pub player_id: Option<String>,
     /// Only this game.
     pub game_id: Option<String>,
-    /// Hours at or after: `YYYY-MM-DD` or RFC 3339.
+    /// Hours at or after: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` (UTC) or RFC 3339.
     pub start_date: Option<String>,
-    /// Hours before: `YYYY-MM-DD` or RFC 3339.
+    /// Hours before: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` (UTC) or RFC 3339.
     pub end_date: Option<String>,
     /// Page, from 1.
     #[param(minimum = 1)]
@@ -217,6 +217,8 @@ pub(crate) struct AggregateQuery {
 pub struct Aggregate {
     /// Start of the hour (RFC 3339, UTC).
     pub hour: String,
+    /// The same hour as the original service answered it: `YYYY-MM-DD HH:MM:SS`, UTC.
+    pub created_hour: String,
     /// Game.
     pub game_id: String,
     /// Player.
@@ -273,6 +275,9 @@ pub(crate) async fn aggregated(
             .into_iter()
             .map(|r| Aggregate {
                 hour: rfc3339(r.hour),
+                created_hour: chrono::DateTime::from_timestamp(i64::from(r.hour), 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
                 game_id: r.game_id,
                 user_id: r.user_id,
                 game_name: r.game_name,

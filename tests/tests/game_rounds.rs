@@ -204,6 +204,25 @@ async fn a_utf16_csv_reaches_clickhouse_once_and_its_hourly_sums_match() {
         .filter(|(h, g, u)| *g == game && *u == user && (day_start..day_start + 86_400).contains(h))
         .count();
     assert_eq!(filtered["total_results"], want as u64, "{filtered}");
+    // The CSV's own timestamp format is taken wherever a time is (issue #13, point 8), and
+    // each row also answers the original service's field name, `created_hour`.
+    let url = format!(
+        "{base}/aggregated_game_rounds?player_id={user}&game_id={game}&start_date={day}%2000:00:00&end_date={next_day}%2000:00:00"
+    );
+    let response = client.get(url).send().await.expect("filtered by date and time");
+    assert_eq!(response.status(), 200);
+    let by_time: Value = response.json().await.expect("JSON");
+    assert_eq!(by_time["total_results"], want as u64, "{by_time}");
+    let row = &by_time["data"][0];
+    let hour_text = chrono::DateTime::from_timestamp(i64::from(hour), 0).expect("time");
+    assert!(
+        by_time["data"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["created_hour"] == hour_text.format("%Y-%m-%d %H:%M:%S").to_string().as_str()),
+        "{row}"
+    );
 
     let seconds = in_clickhouse_after.as_secs_f64();
     println!(
