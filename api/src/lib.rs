@@ -238,8 +238,10 @@ async fn require_token(State(state): State<Arc<AppState>>, request: Request, nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes);
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 9110, section 11.1); the token is not.
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start().as_bytes());
     let refusal = match given {
         None => "this route needs Authorization: Bearer <token>",
         Some(given) if !constant_time_eq(given, token) => "the bearer token is wrong",

@@ -82,6 +82,16 @@ async fn mutating_routes_need_the_token_and_bad_requests_get_their_status() {
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized", "wrong");
     let (status, body) = api.json(post("/csv_upload", "text/csv", "a,b", None)).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized", "Bearer");
+    // The scheme is matched in any case (RFC 9110 11.1): `bearer` passes to the route.
+    for scheme in ["bearer", "BEARER"] {
+        let request = Request::post("/jobs")
+            .header(header::CONTENT_TYPE, json_type)
+            .header(header::AUTHORIZATION, format!("{scheme} {TOKEN}"))
+            .body(Body::from(json!({ "file_path": "missing.parquet" }).to_string()))
+            .expect("request");
+        let (status, body) = api.json(request).await;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "file_not_found", "missing.parquet");
+    }
     // Reading needs no token.
     let (status, body) = api.json(get("/jobs")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
