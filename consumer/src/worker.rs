@@ -270,7 +270,9 @@ impl ChunkHeaders {
         for h in message.headers().iter().flat_map(|hs| hs.iter()) {
             let value = h.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string);
             match h.key {
-                headers::JOB_ID => out.job_id = value.filter(|j| !j.is_empty() && !j.contains(['/', '\\', '.'])),
+                // Job ids are UUIDs (they name output directories): anything else is a
+                // bad message, never a file name to try again and again.
+                headers::JOB_ID => out.job_id = value.filter(|j| j.len() == 36 && uuid::Uuid::try_parse(j).is_ok()),
                 headers::CHUNK => out.seq = value.and_then(|v| v.parse::<u64>().ok()),
                 headers::MODEL_ID => out.model_id = value,
                 headers::SCHEMA => out.schema = value,

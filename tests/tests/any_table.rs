@@ -339,6 +339,24 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
     })
     .await;
     assert!(dead[0].error.contains(shardflow_schemas::ocf::OCF_FORMAT), "{}", dead[0].error);
+
+    // A job id that is not a UUID (300 bytes would make a file name too long on every
+    // attempt) is a bad message: dead-lettered at once, never retried (issue #13, point 3).
+    let long_job = "j".repeat(300);
+    let payload = shardflow_schemas::ocf::encode(&known.slice(0, 10)).expect("encode");
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "job_id", value: Some(long_job.as_str()) })
+        .insert(Header { key: "chunk", value: Some("0") })
+        .insert(Header { key: "model_id", value: Some(model_id) })
+        .insert(Header { key: "format", value: Some(shardflow_schemas::ocf::OCF_FORMAT) });
+    let record = FutureRecord::to(&env.config.kafka.topic).key("long").payload(&payload).headers(headers);
+    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("sent");
+    let dead = eventually("the message with a 300-byte job id to be dead-lettered", Duration::from_secs(60), || {
+        let index = index.clone();
+        async move { index.dead_letters("").await.ok().filter(|d| !d.is_empty()) }
+    })
+    .await;
+    assert!(dead[0].error.contains("job_id header"), "{}", dead[0].error);
 }
 
 fn python() -> PathBuf {
