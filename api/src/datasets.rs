@@ -6,8 +6,9 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path as UrlPath, State};
 use serde::{Deserialize, Serialize};
+use shardflow_jobs::fit::record_dataset;
 use shardflow_model::Model;
-use shardflow_store::{DatasetRow, JobFilter};
+use shardflow_store::{DatasetRow, JobFilter, model_source};
 use utoipa::ToSchema;
 
 use super::error::ErrorBody;
@@ -155,21 +156,15 @@ pub(crate) async fn use_model(
 ) -> Result<Json<DatasetView>, ApiError> {
     let UrlPath(name) = name?;
     let Json(body) = body?;
-    let row = state
-        .index
-        .model(&body.model_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no model {}", body.model_id)))?;
     let model = state.jobs.model(&body.model_id).await?;
-    if row.dataset != name {
+    if model.dataset != name {
         return Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "wrong_dataset",
-            format!("model {} belongs to dataset `{}`, not `{name}`", row.model_id, row.dataset),
+            format!("model {} belongs to dataset `{}`, not `{name}`", model.model_id, model.dataset),
         ));
     }
-    let dataset =
-        shardflow_jobs::fit::use_model(&state.index, &row, &model).await.map_err(|e| ApiError::internal(&e))?;
+    let dataset = record_dataset(&state.index, &model, model_source::USE).await?;
     Ok(Json(view(&state, &dataset).await?))
 }
 

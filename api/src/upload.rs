@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
@@ -182,8 +182,16 @@ fn as_parquet(upload: &Path, shard: &Path, dataset: Option<&str>) -> Result<(), 
     let inferred = infer_csv_schema(upload).map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
     let amount = inferred.fields().iter().find(|f| f.name().trim().eq_ignore_ascii_case(AMOUNT)).map(|f| f.name());
     match (dataset, amount) {
-        (Some(AMOUNT), _) | (None, Some(_)) => amount_to_parquet(upload, shard, &inferred),
-        _ => table_to_parquet(upload, shard, inferred),
+        (_, Some(column)) if dataset.is_none_or(|d| d == AMOUNT) => amount_to_parquet(upload, shard, &inferred, column),
+        (Some(AMOUNT), None) => {
+            let names: Vec<&str> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
+            Err(bad_csv(format!("the CSV has no `{AMOUNT}` column (columns: {})", names.join(", "))))
+        }
+        _ => {
+            let table = Table::open_as(upload, Format::Csv, &[], Some(inferred.clone()))
+                .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
+            write_shard(shard, table, inferred, |batch, _| Ok(batch))
+        }
     }
 }
 
@@ -211,88 +219,62 @@ fn check_text(csv_path: &Path) -> Result<(), ApiError> {
     })
 }
 
-/// Stream every column of a CSV, with the types inferred from its first rows, into a
-/// Parquet shard; a value that does not parse as its column's type refuses the file (400).
-fn table_to_parquet(csv_path: &Path, shard: &Path, schema: arrow_schema::SchemaRef) -> Result<(), ApiError> {
-    let table = Table::open_as(csv_path, Format::Csv, &[], Some(schema.clone()))
-        .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
+/// Stream a CSV `table` into a Parquet shard of `schema`, each batch through `convert`
+/// (given the CSV line of the batch's first row): the first batch that does not read or
+/// convert refuses the whole file (400 with the reason), as a shard is all or nothing.
+fn write_shard(
+    shard: &Path,
+    table: Table,
+    schema: SchemaRef,
+    mut convert: impl FnMut(RecordBatch, usize) -> Result<RecordBatch, String>,
+) -> Result<(), ApiError> {
     let mut failure = None;
     write_atomically(shard, |file| {
-        let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(std::io::Error::other)?;
-        let batches = table.batches(65_536).map_err(|e| {
-            failure = Some(bad_csv(format!("CSV: {}", reason(e))));
+        let mut refuse = |message: String| {
+            failure = Some(bad_csv(message));
             std::io::Error::other("bad CSV")
-        })?;
+        };
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(std::io::Error::other)?;
+        let batches = table.batches(65_536).map_err(|e| refuse(format!("CSV: {}", reason(e))))?;
+        let mut line = 2; // the first row after the header
         for batch in batches {
-            let batch = batch.map_err(|e| {
-                failure = Some(bad_csv(format!("CSV: {}", reason(e))));
-                std::io::Error::other("bad CSV")
-            })?;
+            let batch = batch.map_err(|e| refuse(format!("CSV: {}", reason(e))))?;
+            let rows = batch.num_rows();
+            let batch = convert(batch, line).map_err(&mut refuse)?;
             writer.write(&batch).map_err(std::io::Error::other)?;
+            line += rows;
         }
         writer.close().map(|_| ()).map_err(std::io::Error::other)
     })
     .map_err(|e| failure.take().unwrap_or_else(|| ApiError::internal(&e)))
 }
 
-/// Stream a CSV's `Amount` column into a Parquet shard, read by the one shard reader
-/// (`shardflow_storage::table`, the CSV dialect of `shardflow_storage::text`), refusing the
-/// whole file (400, with the line) at the first value that is not a finite number: a shard
-/// is all or nothing.
-fn amount_to_parquet(csv_path: &Path, shard: &Path, inferred: &Schema) -> Result<(), ApiError> {
-    let bad = bad_csv;
-    let column = inferred
-        .fields()
-        .iter()
-        .find(|f| f.name().trim().eq_ignore_ascii_case(AMOUNT))
-        .map(|f| f.name().clone())
-        .ok_or_else(|| {
-            let names: Vec<&str> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
-            bad(format!("the CSV has no `{AMOUNT}` column (columns: {})", names.join(", ")))
-        })?;
+/// Stream a CSV's `Amount` column (named `column` in it) into a Parquet shard, refusing
+/// the whole file (400, with the line) at the first value that is not a finite number.
+fn amount_to_parquet(csv_path: &Path, shard: &Path, inferred: &Schema, column: &str) -> Result<(), ApiError> {
     // Every column as inferred, the amount as text whatever its first rows looked like: each
     // value is then parsed here, so that a bad one is refused with its line.
     let fields: Vec<Field> = inferred
         .fields()
         .iter()
-        .map(|f| if *f.name() == column { Field::new(f.name(), DataType::Utf8, true) } else { f.as_ref().clone() })
+        .map(|f| if f.name() == column { Field::new(f.name(), DataType::Utf8, true) } else { f.as_ref().clone() })
         .collect();
-    let table =
-        Table::open_as(csv_path, Format::Csv, std::slice::from_ref(&column), Some(Arc::new(Schema::new(fields))))
-            .map_err(|e| bad(format!("CSV: {}", reason(e))))?;
+    let table = Table::open_as(csv_path, Format::Csv, &[column.to_string()], Some(Arc::new(Schema::new(fields))))
+        .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
     let schema = Arc::new(Schema::new(vec![Field::new(AMOUNT, DataType::Float64, true)]));
-    let mut failure = None;
-    write_atomically(shard, |file| {
-        let mut refuse = |message: String| {
-            failure = Some(bad(message));
-            std::io::Error::other("bad CSV")
+    write_shard(shard, table, schema.clone(), |batch, line| {
+        let Some(texts) = batch.column(0).as_any().downcast_ref::<StringArray>() else {
+            return Err(format!("CSV: the `{AMOUNT}` column could not be read as text"));
         };
-        let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(std::io::Error::other)?;
-        let batches = table.batches(65_536).map_err(|e| refuse(format!("CSV: {}", reason(e))))?;
-        let mut line = 1; // the header
-        for batch in batches {
-            let batch = batch.map_err(|e| refuse(format!("CSV: {}", reason(e))))?;
-            let Some(texts) = batch.column(0).as_any().downcast_ref::<StringArray>() else {
-                return Err(refuse(format!("CSV: the `{AMOUNT}` column could not be read as text")));
-            };
-            let mut values = Vec::with_capacity(texts.len());
-            for (i, text) in texts.iter().enumerate() {
-                let text = text.unwrap_or("").trim();
-                values.push(match text.parse::<f64>() {
-                    _ if is_null(text) => None,
-                    Ok(x) if x.is_finite() => Some(x),
-                    _ => {
-                        let at = line + 1 + i;
-                        return Err(refuse(format!("CSV line {at}: {AMOUNT} {text:?} is not a finite number")));
-                    }
-                });
-            }
-            line += texts.len();
-            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(values))])
-                .map_err(std::io::Error::other)?;
-            writer.write(&batch).map_err(std::io::Error::other)?;
+        let mut values = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            let text = text.unwrap_or("").trim();
+            values.push(match text.parse::<f64>() {
+                _ if is_null(text) => None,
+                Ok(x) if x.is_finite() => Some(x),
+                _ => return Err(format!("CSV line {}: {AMOUNT} {text:?} is not a finite number", line + i)),
+            });
         }
-        writer.close().map(|_| ()).map_err(std::io::Error::other)
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(values))]).map_err(|e| e.to_string())
     })
-    .map_err(|e| failure.take().unwrap_or_else(|| ApiError::internal(&e)))
 }

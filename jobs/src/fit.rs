@@ -310,20 +310,20 @@ pub async fn register(index: &Index, dir: &Path, model: &Model, metadata: &Metad
     index.insert_model(&row).await?;
     // A dataset's first model is the one it uses until told otherwise.
     if index.dataset(&model.dataset).await?.is_none_or(|d| d.model_id.is_empty()) {
-        let columns = serde_json::to_string(model.input_schema().as_ref()).unwrap_or_default();
-        index.insert_dataset(&DatasetRow::new(&row, columns, model_source::FIRST_FIT)).await?;
+        record_dataset(index, model, model_source::FIRST_FIT).await?;
     }
     Ok(())
 }
 
-/// Make `model` (registered) the one its dataset uses, as `producer model use` and
-/// `PUT /datasets/{name}/model` do.
+/// Record that `model` (registered) is the one its dataset uses, and why (`source`, one
+/// of [`model_source`]: `USE` for `producer model use` and `PUT /datasets/{name}/model`);
+/// the dataset's columns are the model's input.
 ///
 /// # Errors
-/// [`FitError::Index`] when ClickHouse refuses.
-pub async fn use_model(index: &Index, row: &ModelRow, model: &Model) -> Result<DatasetRow, FitError> {
+/// When ClickHouse refuses.
+pub async fn record_dataset(index: &Index, model: &Model, source: &str) -> Result<DatasetRow, IndexError> {
     let columns = serde_json::to_string(model.input_schema().as_ref()).unwrap_or_default();
-    let dataset = DatasetRow::new(row, columns, model_source::USE);
+    let dataset = DatasetRow::new(&model.dataset, &model.model_id, columns, source);
     index.insert_dataset(&dataset).await?;
     Ok(dataset)
 }

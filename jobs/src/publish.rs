@@ -182,7 +182,7 @@ impl Publisher {
             for batch in batches {
                 let encoded = batch
                     .map_err(PublishError::from)
-                    .and_then(|b| Ok(in_model_order(&b, &columns)?))
+                    .and_then(|b| Ok(in_model_order(&reader_path, &b, &columns)?))
                     .and_then(|b| match &v1 {
                         Some(codec) => Ok(vec![(b.num_rows() as u64, codec.encode(&as_float64(b)?)?)]),
                         None => encode_fitting(&b, max_bytes),
@@ -244,7 +244,7 @@ impl Publisher {
         let headers = match self.publish.wire {
             WireFormat::Ocf => headers.insert(Header { key: headers::FORMAT, value: Some(ocf::OCF_FORMAT) }),
             WireFormat::AmountDatum => {
-                headers.insert(Header { key: headers::SCHEMA, value: Some("shardflow.AmountChunk") })
+                headers.insert(Header { key: headers::SCHEMA, value: Some(shardflow_schemas::AMOUNT_CHUNK_SCHEMA) })
             }
         };
         Outgoing { key: format!("{job_id}/{seq}"), payload, headers: Some(headers), weight: rows }
@@ -252,10 +252,10 @@ impl Publisher {
 }
 
 /// `batch`'s columns in the model's order (the reader gives them in file order).
-fn in_model_order(batch: &RecordBatch, columns: &[String]) -> Result<RecordBatch, ShardError> {
+fn in_model_order(path: &Path, batch: &RecordBatch, columns: &[String]) -> Result<RecordBatch, ShardError> {
     let schema = batch.schema();
     let indices: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
-    batch.project(&indices).map_err(|e| ShardError::Read { path: String::new(), reason: e.to_string() })
+    batch.project(&indices).map_err(|e| ShardError::Read { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// The `Amount` column as Float64, as the version-1 codec takes it.

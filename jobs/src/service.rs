@@ -12,15 +12,15 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use prometheus_client::metrics::counter::Counter;
-use shardflow_config::{Config, PublishConfig};
+use shardflow_config::{Config, FitConfig, PublishConfig};
 use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, ShardError};
 use shardflow_storage::table::{Table, list_shards};
-use shardflow_store::{DatasetRow, Index, IndexError, JobRow, JobStatus, ModelRow, model_source};
+use shardflow_store::{Index, IndexError, JobRow, JobStatus, ModelRow, model_source};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::fit::{FitError, advice, fit, register, write_model};
+use crate::fit::{FitError, advice, fit, record_dataset, register, write_model};
 use crate::publish::{PublishError, Published, Publisher, new_job, record_final};
 
 /// Why a submission was refused; nothing was recorded or sent.
@@ -353,9 +353,8 @@ impl JobService {
             return Ok(Some(self.model(&row.model_id).await?));
         }
         let Some(row) = self.index.latest_model(dataset).await? else { return Ok(None) };
-        let model = load(row.clone())?;
-        let columns = serde_json::to_string(model.input_schema().as_ref()).unwrap_or_default();
-        self.index.insert_dataset(&DatasetRow::new(&row, columns, model_source::FIRST_FIT)).await?;
+        let model = load(row)?;
+        record_dataset(&self.index, &model, model_source::FIRST_FIT).await?;
         Ok(Some(model))
     }
 
@@ -442,43 +441,14 @@ impl JobService {
             Err(SubmitError::Index(e)) => return Err(e.into()),
             Err(e) => return Err(FitError::NoShards(e.to_string())),
         }
-        let (shards, fit_config) = if dataset == AMOUNT {
-            let dir = shard.parent().unwrap_or(Path::new("."));
-            let prefix = format!("{AMOUNT}_Shard_");
-            let mut shards: Vec<PathBuf> = list_shards(dir)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&prefix)))
-                .collect();
-            if !shards.iter().any(|p| p == shard) {
-                shards.push(shard.to_path_buf());
-            }
-            // The `Amount` column alone, whatever else the shards hold or the configuration
-            // says about other datasets' columns.
-            let config = shardflow_config::FitConfig {
-                columns: vec![AMOUNT.to_string()],
-                kinds: Default::default(),
-                modes: Default::default(),
-                ..self.config.fit.clone()
-            };
-            (shards, config)
-        } else {
-            // Every column; what the configuration says about columns this table lacks is
-            // about another dataset.
-            let head = Table::open(shard, &[], None)?.schema();
-            let has = |name: &String| head.column_with_name(name).is_some();
-            let mut config = self.config.fit.clone();
-            config.columns.retain(has);
-            config.kinds.retain(|name, _| has(name));
-            config.modes.retain(|name, _| has(name));
-            (vec![shard.to_path_buf()], config)
-        };
         let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        let name = dataset.to_string();
-        let (model, metadata) =
-            tokio::task::spawn_blocking(move || fit(&shards, &name, &fit_config, threads, &ProgressBar::hidden()))
-                .await
-                .map_err(|e| FitError::NoShards(format!("the fit task failed: {e}")))??;
+        let (name, shard, base) = (dataset.to_string(), shard.to_path_buf(), self.config.fit.clone());
+        let (model, metadata) = tokio::task::spawn_blocking(move || {
+            let (shards, config) = fit_inputs(&name, &shard, base)?;
+            fit(&shards, &name, &config, threads, &ProgressBar::hidden())
+        })
+        .await
+        .map_err(|e| FitError::NoShards(format!("the fit task failed: {e}")))??;
         let model_dir = self.config.storage.model_root.join(&model.model_id);
         write_model(&model_dir, &model, &metadata)?;
         register(&self.index, &model_dir, &model, &metadata).await?;
@@ -523,6 +493,38 @@ impl JobService {
             tokio::time::sleep(self.config.api.poll_interval).await;
         }
     }
+}
+
+/// What a dataset's first fit reads, and with which configuration: for `Amount`, the
+/// shard's sibling shards (`Amount_Shard_*.parquet` beside it) and that column alone; for
+/// any other dataset, the shard itself, every column. What the configuration says about
+/// columns the table lacks is about another dataset, and left out.
+fn fit_inputs(dataset: &str, shard: &Path, mut config: FitConfig) -> Result<(Vec<PathBuf>, FitConfig), FitError> {
+    let shards = if dataset == AMOUNT {
+        let dir = shard.parent().unwrap_or(Path::new("."));
+        let prefix = format!("{AMOUNT}_Shard_");
+        let mut shards: Vec<PathBuf> = list_shards(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&prefix)))
+            .collect();
+        if !shards.iter().any(|p| p == shard) {
+            shards.push(shard.to_path_buf());
+        }
+        config.columns = vec![AMOUNT.to_string()];
+        config.kinds.clear();
+        config.modes.clear();
+        shards
+    } else {
+        vec![shard.to_path_buf()]
+    };
+    let head = Table::open(shard, &[], None)?.schema();
+    let has = |name: &String| head.column_with_name(name).is_some();
+    config.columns.retain(has);
+    config.kinds.retain(|name, _| has(name));
+    config.modes.retain(|name, _| has(name));
+    config.tails.retain(|name, _| has(name));
+    Ok((shards, config))
 }
 
 /// Refuse a dataset name that would be awkward everywhere it is shown.

@@ -18,12 +18,12 @@ use shardflow_config::{Config, telemetry};
 use shardflow_generate::{
     CreativeOptions, GenerateOptions, creative_version, creative_versions, generate, generate_creative_packs,
 };
-use shardflow_jobs::fit::{dataset_of, fit, register, use_model, write_model};
+use shardflow_jobs::fit::{dataset_of, fit, record_dataset, register, write_model};
 use shardflow_jobs::service::JobService;
 use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, Shard};
 use shardflow_storage::table::list_table_shards;
-use shardflow_store::Index;
+use shardflow_store::{Index, model_source};
 
 #[derive(Parser)]
 #[command(
@@ -339,7 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let index = Index::connect(&config.clickhouse).await?;
             let Some(row) = index.model(&id).await? else { bail!("no registered model {id}") };
             let model = Model::from_json(&row.model_json)?;
-            let dataset = use_model(&index, &row, &model).await?;
+            let dataset = record_dataset(&index, &model, model_source::USE).await?;
             println!("dataset {} now uses model {}", dataset.name, dataset.model_id);
         }
         Command::Model(ModelCommand::Show { id }) => {

@@ -19,6 +19,9 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 
+/// Full name of [`AMOUNT_CHUNK_AVSC`], sent in a version-1 chunk's `schema` header.
+pub const AMOUNT_CHUNK_SCHEMA: &str = "shardflow.AmountChunk";
+
 /// Avro schema of a version-1 `Amount` chunk.
 pub const AMOUNT_CHUNK_AVSC: &str = include_str!("../avro/amount_chunk.avsc");
 
@@ -177,7 +180,7 @@ mod tests {
     #[test]
     fn round_trips_values_and_nulls() {
         let codec = ChunkCodec::amount().expect("embedded schema parses");
-        assert_eq!(codec.schema_name(), "shardflow.AmountChunk");
+        assert_eq!(codec.schema_name(), AMOUNT_CHUNK_SCHEMA);
         let input = batch(vec![Some(1.5), None, Some(-0.0), Some(1e300), Some(f64::MIN_POSITIVE)]);
         let bytes = codec.encode(&input).expect("encode");
         let output = codec.decode(&bytes).expect("decode");

@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use crate::{Index, IndexError, ModelRow, unix_now, version_now};
+use crate::{Index, IndexError, unix_now, version_now};
 
 /// How a dataset came to use its model.
 pub mod model_source {
@@ -32,12 +32,13 @@ pub struct DatasetRow {
 }
 
 impl DatasetRow {
-    /// A dataset using `model` (whose input schema is `columns_json`), for `source`.
-    pub fn new(model: &ModelRow, columns_json: String, source: &str) -> Self {
+    /// Dataset `name` using model `model_id` (whose input schema is `columns_json`), for
+    /// `source`.
+    pub fn new(name: &str, model_id: &str, columns_json: String, source: &str) -> Self {
         Self {
-            name: model.dataset.clone(),
+            name: name.to_string(),
             columns_json,
-            model_id: model.model_id.clone(),
+            model_id: model_id.to_string(),
             model_source: source.to_string(),
             updated_at: unix_now(),
             version: version_now(),

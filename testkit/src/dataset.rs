@@ -211,6 +211,14 @@ impl Dataset {
     }
 }
 
+/// A Parquet or CSV file, read whole by the one shard reader (a CSV's types inferred).
+pub fn read_table(path: &Path) -> RecordBatch {
+    let table = shardflow_storage::table::Table::open(path, &[], None).expect("a readable table");
+    let schema = table.schema();
+    let batches: Vec<RecordBatch> = table.batches(1 << 16).expect("read").map(|b| b.expect("batch")).collect();
+    arrow_select::concat::concat_batches(&schema, &batches).expect("concat")
+}
+
 /// One part, read whole.
 pub fn read_part(path: &Path) -> RecordBatch {
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -157,6 +157,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The Python of the test venv (`.services/venv`, made by `scripts/pytools.sh`), or the
+/// one `SHARDFLOW_PYTHON` names.
+///
+/// # Panics
+/// When it is missing (tests only).
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("SHARDFLOW_PYTHON")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services/venv/bin/python"), PathBuf::from);
+    assert!(python.is_file(), "{} is missing: run scripts/pytools.sh (make test does)", python.display());
+    python
+}
+
 /// Start a `consumer` with the test's configuration, its arguments `args` (a subcommand
 /// and flags) and environment `env`; killed when dropped. Logs at `SHARDFLOW_TEST_LOG`
 /// (default `warn`) on stderr.

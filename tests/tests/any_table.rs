@@ -20,7 +20,7 @@ use rdkafka::producer::FutureRecord;
 use shardflow_model::{ALPHA_CLIP, ColumnKind, Model};
 use shardflow_storage::part_name;
 use shardflow_store::Index;
-use shardflow_testkit::dataset::{read_part, serve_api};
+use shardflow_testkit::dataset::{read_part, read_table, serve_api};
 use shardflow_testkit::{TestEnv, eventually};
 
 const ROWS: usize = 20_000;
@@ -359,10 +359,6 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
     assert!(dead[0].error.contains("job_id header"), "{}", dead[0].error);
 }
 
-fn python() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services/venv/bin/python")
-}
-
 /// What fastavro, a reader that is not ours, makes of one chunk's bytes: the writer
 /// schema's field names and the rows as JSON.
 fn fastavro_rows(payload: &[u8], dir: &Path) -> serde_json::Value {
@@ -373,9 +369,12 @@ fn fastavro_rows(payload: &[u8], dir: &Path) -> serde_json::Value {
                   \x20   r = fastavro.reader(f)\n\
                   \x20   rows = [{k: (v.isoformat() if hasattr(v, 'isoformat') else v) for k, v in row.items()} for row in r]\n\
                   \x20   print(json.dumps({'fields': [f['name'] for f in r.writer_schema['fields']], 'rows': rows}))\n";
-    let python = python();
-    assert!(python.is_file(), "{} is missing: run scripts/pytools.sh (make test does)", python.display());
-    let out = std::process::Command::new(python).arg("-c").arg(script).arg(&path).output().expect("python");
+    let out = std::process::Command::new(shardflow_testkit::python())
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .expect("python");
     assert!(out.status.success(), "fastavro failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON from python")
 }
@@ -520,12 +519,7 @@ async fn the_creative_packs_dataset_rides_the_pipeline() {
     let row = index.model(job["model_id"].as_str().expect("model")).await.expect("model").expect("registered");
     let model = Model::from_json(&row.model_json).expect("model");
     assert!(model.columns.iter().all(|c| c.kind == ColumnKind::Categorical), "ids and the label are categories");
-    let input = {
-        let table = shardflow_storage::table::Table::open(&file, &[], None).expect("table");
-        let schema = table.schema();
-        let batches: Vec<RecordBatch> = table.batches(1 << 16).expect("read").map(|b| b.expect("batch")).collect();
-        arrow_select::concat::concat_batches(&schema, &batches).expect("concat")
-    };
+    let input = read_table(&file);
     let (transformed, inverse) =
         read_outputs(&env.config.storage.output_root, job_id, ROWS.div_ceil(CHUNK_ROWS) as u64);
     assert_round_trip(&model, &input, &transformed, &inverse);

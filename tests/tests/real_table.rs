@@ -12,17 +12,14 @@ use std::time::Duration;
 use arrow_array::{Array, Float64Array, RecordBatch};
 use arrow_schema::DataType;
 use shardflow_model::{ALPHA_CLIP, ColumnKind, Model};
-use shardflow_storage::table::Table;
 use shardflow_store::Index;
-use shardflow_testkit::dataset::{read_part, serve_api};
+use shardflow_testkit::dataset::{read_part, read_table, serve_api};
 use shardflow_testkit::http::multipart;
 use shardflow_testkit::{TestEnv, eventually};
 
 /// Where `palmerpenguins` keeps its CSV, asked of the test venv's Python.
 fn penguins_csv() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services/venv/bin/python");
-    assert!(python.is_file(), "{} is missing: run scripts/pytools.sh (make test does)", python.display());
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(shardflow_testkit::python())
         .args([
             "-c",
             "import os, palmerpenguins as p; print(os.path.join(os.path.dirname(p.__file__), 'data', 'penguins.csv'))",
@@ -31,12 +28,6 @@ fn penguins_csv() -> PathBuf {
         .expect("python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn read_all(table: Table) -> RecordBatch {
-    let schema = table.schema();
-    let batches: Vec<RecordBatch> = table.batches(1 << 16).expect("batches").map(|b| b.expect("batch")).collect();
-    arrow_select::concat::concat_batches(&schema, &batches).expect("concat")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +69,7 @@ async fn the_penguins_table_comes_back_from_the_pipeline() {
     assert_eq!(kind("bill_length_mm"), Some(ColumnKind::Continuous));
 
     // The CSV as the one reader reads it (`NA` is null), against the joined inverse parts.
-    let input = read_all(Table::open(&csv, &[], None).expect("the CSV"));
+    let input = read_table(&csv);
     assert_eq!(input.schema().field_with_name("body_mass_g").expect("column").data_type(), &DataType::Int64);
     assert_eq!(input.column_by_name("sex").expect("sex").null_count(), 11, "`NA` is null");
     let outputs = index.outputs(&job_id).await.expect("outputs");
