@@ -1,11 +1,13 @@
 //! The game-rounds sink: a consumer group member that reads Confluent-framed Avro rounds
 //! from the rounds topic and inserts them into ClickHouse `game_rounds` in batches, flushed
 //! at `batch_rows` rows or after `flush_interval`. Offsets are committed only after the
-//! batch is inserted. Each row is inserted once, so that the hourly view (which adds up
-//! inserts) counts it once: rows of partitions revoked before their batch was inserted
-//! are dropped (their new owner reads them again), and rows `game_rounds` already holds
-//! (a batch redelivered after a crash) are left out of the insert. A message that cannot
-//! be decoded goes to the dead-letter topic and table, and the partition moves on.
+//! batch is inserted. A row may be inserted more than once (a batch redelivered after a
+//! crash, two members that overlapped during a rebalance): `(upload_id, line)` names it,
+//! `game_rounds` keeps it once, and the hourly aggregates are computed from the
+//! deduplicated rows, so a repeat never counts twice. Rows and offsets of partitions
+//! revoked before their batch was inserted are dropped at every flush (their new owner
+//! reads them again). A message that cannot be decoded goes to the dead-letter topic and
+//! table, and the partition moves on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -147,12 +149,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
                 continue;
             }
         };
-        let revoked: Vec<i32> =
-            consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
-        if !revoked.is_empty() {
-            batch.rows.retain(|(p, _)| !revoked.contains(p));
-            batch.next.retain(|p, _| !revoked.contains(p));
-        }
+        drop_revoked(&consumer, &mut batch);
         match decode(&mut schemas, &message).await {
             Ok(row) => batch.rows.push((message.partition(), row)),
             Err(reason) => {
@@ -196,9 +193,11 @@ async fn flush(
     config: &Config,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
+    // Every flush, by size, timer or shutdown: what another member owns now is its own.
+    drop_revoked(consumer, batch);
     if !batch.rows.is_empty() {
         let rows: Vec<GameRoundRow> = std::mem::take(&mut batch.rows).into_iter().map(|(_, row)| row).collect();
-        let inserted = retry(config, shutdown, "insert into game_rounds", || insert_new(store, &rows)).await;
+        let inserted = retry(config, shutdown, "insert into game_rounds", || insert(store, &rows)).await;
         if !inserted {
             // Shutdown came first: commit nothing; the rows are read again.
             *batch = Batch::default();
@@ -221,24 +220,23 @@ async fn flush(
     true
 }
 
-/// Insert the rows `game_rounds` does not hold yet.
-async fn insert_new(store: &RoundsStore, rows: &[GameRoundRow]) -> Result<(), shardflow_store::IndexError> {
-    let mut lines: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for row in rows {
-        lines.entry(&row.upload_id).or_default().push(row.line);
+/// Forget the rows and offsets of partitions revoked since the last look: their new owner
+/// reads them again, and an offset committed for them here would not be ours to commit.
+fn drop_revoked(consumer: &StreamConsumer<SinkContext>, batch: &mut Batch) {
+    let revoked: Vec<i32> = consumer.context().revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    if !revoked.is_empty() {
+        batch.rows.retain(|(p, _)| !revoked.contains(p));
+        batch.next.retain(|p, _| !revoked.contains(p));
     }
-    let mut stored = std::collections::HashSet::new();
-    for (upload, lines) in lines {
-        for line in store.stored_lines(upload, &lines).await? {
-            stored.insert((upload.to_string(), line));
-        }
-    }
-    let new: Vec<GameRoundRow> =
-        rows.iter().filter(|r| !stored.contains(&(r.upload_id.clone(), r.line))).cloned().collect();
-    if !new.is_empty() {
-        store.insert_rounds(&new).await?;
-    }
-    info!(rows = new.len(), already_stored = rows.len() - new.len(), "game rounds inserted");
+}
+
+/// Insert the batch. A row inserted again (a redelivery, a second sink that overlapped this
+/// one, an insert the server completed after the client gave up) has the same
+/// `(upload_id, line)` key and content: `game_rounds` keeps it once, and the hourly
+/// aggregates are computed from the deduplicated rows, so nothing is checked first.
+async fn insert(store: &RoundsStore, rows: &[GameRoundRow]) -> Result<(), shardflow_store::IndexError> {
+    store.insert_rounds(rows).await?;
+    info!(rows = rows.len(), "game rounds inserted");
     Ok(())
 }
 

@@ -166,8 +166,19 @@ pub struct UploadRow {
     pub version: u64,
 }
 
-const FILTER: &str =
-    "(? = '' OR user_id = ?) AND (? = '' OR game_id = ?) AND hour >= toDateTime(?) AND hour < toDateTime(?)";
+/// The aggregates' filter, applied to the rows before they are grouped (an hour starts at
+/// or after `start` exactly when its rounds do, and before `end` when they are before the
+/// start of `end`'s hour).
+const FILTER: &str = "(? = '' OR user_id = ?) AND (? = '' OR game_id = ?) \
+     AND toStartOfHour(created_timestamp) >= toDateTime(?) AND toStartOfHour(created_timestamp) < toDateTime(?)";
+
+/// Hourly sums per game and player from the deduplicated rows, as the view
+/// `hourly_aggregated_game_rounds` computes them, with the filter inside.
+const HOURLY: &str = "SELECT toUInt32(toStartOfHour(created_timestamp)) AS hour, game_id, user_id, game_name, provider, \
+     count() AS rounds, sum(ifNull(real_amount_bet, 0)) AS total_real_amount_bet, \
+     sum(ifNull(bonus_amount_bet, 0)) AS total_bonus_amount_bet, sum(ifNull(real_amount_win, 0)) AS total_real_amount_win, \
+     sum(ifNull(bonus_amount_win, 0)) AS total_bonus_amount_win \
+     FROM game_rounds FINAL";
 
 /// The game-rounds tables on shardflow's ClickHouse database.
 #[derive(Clone)]
@@ -195,33 +206,6 @@ impl RoundsStore {
                 insert.end().await
             })
             .await
-    }
-
-    /// Which of `lines` of `upload_id` `game_rounds` already holds: a batch inserted again
-    /// after a redelivery leaves them out, so that the hourly view, which adds up every
-    /// insert, counts each row once. The answer is never larger than `lines`, however
-    /// much of the upload is stored.
-    ///
-    /// # Errors
-    /// When ClickHouse refuses or does not answer.
-    pub async fn stored_lines(&self, upload_id: &str, lines: &[u64]) -> Result<Vec<u64>, IndexError> {
-        let mut stored = Vec::new();
-        // Line numbers are shardflow's own integers, not user text: they go into the SQL
-        // as an IN list (hashed by ClickHouse), in pieces that keep the query well under
-        // max_query_size. The key range lets the primary index skip the rest.
-        for piece in lines.chunks(10_000) {
-            let (Some(first), Some(last)) = (piece.iter().min(), piece.iter().max()) else { continue };
-            let list = piece.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-            let sql = format!(
-                "SELECT DISTINCT line FROM game_rounds WHERE upload_id = ? AND line >= ? AND line <= ? AND line IN ({list})"
-            );
-            stored.extend(
-                self.index
-                    .run(self.index.client().query(&sql).bind(upload_id).bind(*first).bind(*last).fetch_all::<u64>())
-                    .await?,
-            );
-        }
-        Ok(stored)
     }
 
     /// Record a state of an upload.
@@ -288,20 +272,17 @@ impl RoundsStore {
                 .bind(filter.start.unwrap_or(0))
                 .bind(filter.end.unwrap_or(u32::MAX))
         };
-        // Parts of the SummingMergeTree merge lazily: sum again over the key.
+        // From the rows `(upload_id, line)` deduplicates, filtered before grouping: a row
+        // stored twice (two sinks, a redelivery) is counted once, by construction.
+        let group = "GROUP BY hour, game_id, user_id, game_name, provider";
         let rows = bind(self.index.client().query(&format!(
-            "SELECT toUInt32(hour) AS hour, game_id, user_id, game_name, provider, sum(rounds) AS rounds, \
-             sum(total_real_amount_bet) AS total_real_amount_bet, sum(total_bonus_amount_bet) AS total_bonus_amount_bet, \
-             sum(total_real_amount_win) AS total_real_amount_win, sum(total_bonus_amount_win) AS total_bonus_amount_win \
-             FROM hourly_aggregated_game_rounds WHERE {FILTER} \
-             GROUP BY hour, game_id, user_id, game_name, provider \
-             ORDER BY hour, game_id, user_id, game_name, provider LIMIT ?, ?"
+            "{HOURLY} WHERE {FILTER} {group} ORDER BY hour, game_id, user_id, game_name, provider LIMIT ?, ?"
         )))
         .bind(offset)
         .bind(limit);
         let total = bind(self.index.client().query(&format!(
-            "SELECT count() FROM (SELECT hour FROM hourly_aggregated_game_rounds WHERE {FILTER} \
-             GROUP BY hour, game_id, user_id, game_name, provider)"
+            "SELECT count() FROM (SELECT toStartOfHour(created_timestamp) AS hour, game_id, user_id, game_name, provider \
+             FROM game_rounds FINAL WHERE {FILTER} {group})"
         )));
         let rows = self.index.run(rows.fetch_all()).await?;
         let total = self.index.run(total.fetch_one::<u64>()).await?;

@@ -307,11 +307,36 @@ impl Index {
         };
         // The name was checked to be an identifier when the configuration was loaded.
         index.run(root.query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).execute()).await?;
+        index.retire(&root, &config.database).await?;
         for (_, ddl) in shardflow_schemas::clickhouse_ddl(&config.database) {
             index.run(root.query(&ddl).execute()).await?;
         }
         index.migrate(&root, &config.database).await?;
         Ok(index)
+    }
+
+    /// Tables whose kind changed, dropped from a database made by an older version so that
+    /// the DDL creates them anew: the hourly aggregates were a materialized view, which
+    /// counted a row twice when two sinks inserted it, and are now a plain view over the
+    /// deduplicated rows (nothing is lost: the view's rows are computed from
+    /// `game_rounds`).
+    async fn retire(&self, root: &Client, database: &str) -> Result<(), IndexError> {
+        const RETIRED: [(&str, &str); 1] = [("hourly_aggregated_game_rounds", "MaterializedView")];
+        for (table, engine) in RETIRED {
+            let found = self
+                .run(
+                    root.query("SELECT count() FROM system.tables WHERE database = ? AND name = ? AND engine = ?")
+                        .bind(database)
+                        .bind(table)
+                        .bind(engine)
+                        .fetch_one::<u64>(),
+                )
+                .await?;
+            if found > 0 {
+                self.run(root.query(&format!("DROP TABLE IF EXISTS {database}.{table}")).execute()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Columns added since a table was first created: databases made by an older version

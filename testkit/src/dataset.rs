@@ -81,7 +81,13 @@ pub fn rounds_csv(rows: usize) -> String {
 /// configured consumer group, or in `group_id`.
 pub fn rounds_sink(config_path: &Path, group_id: Option<&str>) -> Child {
     let env: Vec<(&str, &str)> = group_id.map(|g| ("SHARDFLOW__GAME_ROUNDS__GROUP_ID", g)).into_iter().collect();
-    consumer(config_path, &["game-rounds"], &env)
+    rounds_sink_with(config_path, &env)
+}
+
+/// Start a `consumer game-rounds` process with extra environment (configuration
+/// overrides such as `SHARDFLOW__GAME_ROUNDS__FLUSH_INTERVAL`), killed when dropped.
+pub fn rounds_sink_with(config_path: &Path, env: &[(&str, &str)]) -> Child {
+    consumer(config_path, &["game-rounds"], env)
 }
 
 /// One shard, a registered model, and the environment around them.

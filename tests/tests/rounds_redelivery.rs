@@ -1,7 +1,7 @@
 //! Nothing doubled when game rounds are delivered again: a second sink, in a group of its
-//! own, reads the whole topic after the first sink stored it. It must insert nothing, so
-//! `game_rounds` holds each row once even before merges, and the hourly view, which adds
-//! up every insert, keeps the same sums.
+//! own, reads the whole topic after the first sink stored it. `game_rounds` read with
+//! `FINAL` holds each row once, and the hourly view, computed from those rows, keeps the
+//! same sums.
 
 use shardflow_testkit::dataset as common;
 
@@ -14,8 +14,7 @@ use shardflow_testkit::{TestEnv, eventually};
 
 const ROWS: usize = 30_000;
 
-/// Rows and cents of real bets in the hourly view, over every part (no FINAL needed: the
-/// sums of a SummingMergeTree's parts are the sums whether merged or not).
+/// Rows and cents of real bets in the hourly view.
 async fn view_totals(env: &TestEnv) -> (u64, u64) {
     (
         env.count("SELECT sum(rounds) FROM hourly_aggregated_game_rounds").await,
@@ -62,8 +61,6 @@ async fn a_second_delivery_of_every_round_inserts_nothing() {
     let id = upload["upload_id"].as_str().expect("id").to_string();
     common::reconciled(&base, &id, Duration::from_secs(120)).await;
     drop(first);
-    // An insert writes game_rounds first and the view right after, block by block: a
-    // reader can see the rows a moment before the view has them.
     let before = eventually("the hourly view to count every row", Duration::from_secs(30), || async {
         let totals = view_totals(&env).await;
         (totals.0 == ROWS as u64).then_some(totals)
@@ -85,7 +82,7 @@ async fn a_second_delivery_of_every_round_inserts_nothing() {
     })
     .await;
 
-    assert_eq!(env.count("SELECT count() FROM game_rounds").await, ROWS as u64, "a row inserted twice");
+    assert_eq!(env.count("SELECT count() FROM game_rounds FINAL").await, ROWS as u64, "a row stored twice");
     assert_eq!(view_totals(&env).await, before, "the hourly view counted a row twice");
     let view = common::reconciled(&base, &id, Duration::from_secs(10)).await;
     assert_eq!(view["rows_in_clickhouse"], ROWS as u64, "{view}");
