@@ -136,6 +136,17 @@ pub struct JobLinks {
 }
 
 impl Accepted {
+    /// A job already recorded, as a retry of its submission is answered.
+    pub(super) fn of_job(job: &shardflow_store::JobRow) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            status: job.status.to_string(),
+            rows: job.rows,
+            chunks: job.chunks,
+            links: JobLinks { job: format!("/jobs/{}", job.job_id), outputs: format!("/jobs/{}/outputs", job.job_id) },
+        }
+    }
+
     pub(super) fn new(submitted: Submitted) -> Self {
         let links = JobLinks {
             job: format!("/jobs/{}", submitted.job_id),
@@ -180,7 +191,7 @@ pub(crate) async fn submit(
         (None, Some(generated)) => generate_shard(&state, generated).await?,
         _ => return Err(ApiError::bad_request("give exactly one of file_path and generate")),
     };
-    let target = Target { dataset: request.dataset.clone(), model };
+    let target = Target { dataset: request.dataset.clone(), model, job_id: None };
     let submitted = state.jobs.submit(&path, target, request.chunk_rows).await?;
     if !request.wait {
         return Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted))).into_response());

@@ -14,6 +14,7 @@
 
 mod datasets;
 mod error;
+mod idempotency;
 mod jobs;
 mod metrics;
 mod models;
@@ -52,6 +53,7 @@ pub struct AppState {
     rounds_store: shardflow_rounds::store::RoundsStore,
     output_root: PathBuf,
     metrics: metrics::Metrics,
+    claims: idempotency::Claims,
 }
 
 /// Why the API could not start.
@@ -99,6 +101,7 @@ impl AppState {
             rounds,
             rounds_store: shardflow_rounds::store::RoundsStore::new(index.clone()),
             output_root,
+            claims: idempotency::Claims::default(),
         }))
     }
 }
@@ -174,7 +177,9 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // The peer address names a client whose retried upload has no Idempotency-Key.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// `GET /healthz` answer.

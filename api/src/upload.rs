@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use axum::Extension;
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, State};
+use axum::extract::{ConnectInfo, Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
@@ -17,10 +18,12 @@ use shardflow_storage::shard::ShardError;
 use shardflow_storage::table::{Format, Table, infer_csv_schema};
 use shardflow_storage::text::{TextError, is_null, open_text};
 use shardflow_storage::write_atomically;
+use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
 use super::error::ErrorBody;
+use super::idempotency::{Claim, Route, still_running};
 use super::jobs::Accepted;
 use super::{ApiError, AppState};
 use shardflow_jobs::service::Target;
@@ -124,20 +127,23 @@ pub(crate) struct ShardOptions {
 
 /// Upload a Parquet or CSV shard (multipart field `file`) and submit it as a job. The
 /// type is told from the content, not the name.
-#[utoipa::path(post, path = "/shards", tag = "jobs", params(ShardOptions),
+#[utoipa::path(post, path = "/shards", tag = "jobs",
+    params(ShardOptions, ("Idempotency-Key" = Option<String>, Header, description = "Names the upload: a retry with the same key within api.idempotency_key_ttl gets the first job and publishes nothing (without one, the same content from the same client within api.duplicate_window is the same job)")),
     request_body(content = ShardUpload, content_type = "multipart/form-data"),
     security(("bearer" = [])),
     responses(
         (status = 202, body = Accepted, description = "Stored and recorded; publishing goes on in the background"),
         (status = 400, body = ErrorBody, description = "No `file` field, or not a usable shard"),
         (status = 401, body = ErrorBody, description = "Token missing or wrong"),
+        (status = 409, body = ErrorBody, description = "The first request with this Idempotency-Key is still being received"),
         (status = 413, body = ErrorBody, description = "Larger than api.max_upload_bytes"),
         (status = 415, body = ErrorBody, description = "Not multipart/form-data"),
-        (status = 422, body = ErrorBody, description = "Bad chunk_rows"),
+        (status = 422, body = ErrorBody, description = "Bad chunk_rows, or an Idempotency-Key used before for other content"),
         (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
     ))]
 pub(crate) async fn shards(
     State(state): State<Arc<AppState>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     options: Result<axum::extract::Query<ShardOptions>, axum::extract::rejection::QueryRejection>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -145,6 +151,31 @@ pub(crate) async fn shards(
     let axum::extract::Query(options) = options?;
     let id = uuid::Uuid::now_v7().to_string();
     let received = receive(&state, &headers, multipart, "file", &id, "upload").await?;
+    // A retry names the job of the first request: its state, nothing published again.
+    let client = client.map(|Extension(ConnectInfo(address))| address);
+    let claimed = async {
+        match state.claim(Route::Shards, &headers, client, &received.path, &id).await? {
+            Claim::First => Ok(Ok(id)),
+            Claim::Retry { id: first, in_flight } => match state.index.job(&first).await? {
+                Some(job) => Ok(Err(job)),
+                None if in_flight => Err(still_running(&first)),
+                // The first request stopped before recording its job: go on under its id.
+                None => Ok(Ok(first)),
+            },
+        }
+    };
+    let id = match claimed.await {
+        Ok(Ok(id)) => id,
+        Ok(Err(job)) => {
+            let _ = tokio::fs::remove_file(&received.path).await;
+            return Ok((StatusCode::ACCEPTED, Json(Accepted::of_job(&job))));
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&received.path).await;
+            return Err(e);
+        }
+    };
+    let _handling = state.claims.handling(&id);
     let shard = received.path.with_extension("parquet");
     let converted = {
         let (from, to, dataset) = (received.path.clone(), shard.clone(), options.dataset.clone());
@@ -156,7 +187,7 @@ pub(crate) async fn shards(
     converted?;
     let submitted = match state.jobs.named_model(options.model_id.as_deref()).await {
         Ok(model) => {
-            let target = Target { dataset: options.dataset.clone(), model };
+            let target = Target { dataset: options.dataset.clone(), model, job_id: Some(id.clone()) };
             state.jobs.submit(&shard, target, options.chunk_rows).await
         }
         Err(e) => Err(e),

@@ -3,20 +3,24 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Multipart, OriginalUri, Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, Multipart, OriginalUri, Path as UrlPath, Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use shardflow_rounds::reconcile::UploadState;
 use shardflow_rounds::store::{AggregateFilter, HourSums, UploadRow};
+use std::net::SocketAddr;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
+use super::idempotency::{Claim, Route, still_running};
 use super::upload::receive;
 use super::{ApiError, AppState, Pagination, page, page_links, parse_time, rfc3339};
 use shardflow_rounds::publish::{BadRow, RoundReader};
+use shardflow_store::UploadStatus;
 
 /// `POST /csv_upload` form.
 #[derive(ToSchema)]
@@ -144,18 +148,22 @@ async fn reconcile(state: &AppState, upload: UploadRow) -> Result<UploadView, Ap
 /// when the broker has acknowledged every row. Bad rows are counted and reported with
 /// their line, never published.
 #[utoipa::path(post, path = "/csv_upload", tag = "game rounds",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Names the upload: a retry with the same key within api.idempotency_key_ttl gets the first upload and publishes nothing (without one, the same content from the same client within api.duplicate_window is the same upload)")),
     request_body(content = CsvUpload, content_type = "multipart/form-data"),
     security(("bearer" = [])),
     responses(
         (status = 200, body = UploadView, description = "Published; ClickHouse catches up (see /uploads/{id})"),
         (status = 400, body = ErrorBody, description = "No `csv_file` field, or the header lacks columns"),
         (status = 401, body = ErrorBody, description = "Token missing or wrong"),
+        (status = 409, body = ErrorBody, description = "The first request with this Idempotency-Key is still being received"),
         (status = 413, body = ErrorBody, description = "Larger than api.max_upload_bytes"),
         (status = 415, body = ErrorBody, description = "Not multipart/form-data, or not a CSV"),
+        (status = 422, body = ErrorBody, description = "Idempotency-Key used before for other content"),
         (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
     ))]
 pub(crate) async fn csv_upload(
     State(state): State<Arc<AppState>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<UploadView>, ApiError> {
@@ -172,6 +180,33 @@ pub(crate) async fn csv_upload(
         let _ = tokio::fs::remove_file(&received.path).await;
         return Err(e.into());
     }
+    let client = client.map(|Extension(ConnectInfo(address))| address);
+    let id = match state.claim(Route::CsvUpload, &headers, client, &received.path, &id).await {
+        Ok(Claim::First) => id,
+        Ok(Claim::Retry { id: first, in_flight }) => match state.rounds_store.upload(&first).await {
+            // A retry of an upload that published, or is publishing: its state, nothing new.
+            Ok(Some(upload)) if in_flight || upload.status != UploadStatus::Failed => {
+                let _ = tokio::fs::remove_file(&received.path).await;
+                return Ok(Json(reconcile(&state, upload).await?));
+            }
+            Ok(None) if in_flight => {
+                let _ = tokio::fs::remove_file(&received.path).await;
+                return Err(still_running(&first));
+            }
+            // It failed, or stopped before recording itself: publish again under its id,
+            // which adds no row twice (rounds are keyed by upload and line).
+            Ok(_) => first,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&received.path).await;
+                return Err(e.into());
+            }
+        },
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&received.path).await;
+            return Err(e);
+        }
+    };
+    let _handling = state.claims.handling(&id);
     let upload = state.rounds.publish(&id, &received.file_name, &received.path, received.bytes).await?;
     Ok(Json(reconcile(&state, upload).await?))
 }

@@ -216,6 +216,14 @@ pub struct ApiConfig {
     pub max_upload_bytes: u64,
     /// Most rows one `POST /jobs` may generate.
     pub max_generated_rows: u64,
+    /// How long an upload's `Idempotency-Key` names it: a retry with the key within this
+    /// time gets the first upload back.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_key_ttl: Duration,
+    /// Without a key, the same content from the same client address within this time is
+    /// the same upload; 0 turns this off.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
 }
 
 /// The game-rounds pipeline.

@@ -4,8 +4,9 @@
 //! `kafka.message_max_bytes` (wide rows, long strings) is cut in halves until it fits, the
 //! same way every time. At most
 //! `max_in_flight` chunks wait for delivery at once, so a slow broker slows the reader
-//! instead of growing memory. The job row records rows and chunks once every chunk is
-//! acknowledged.
+//! instead of growing memory. The shard is read through once before the first chunk goes
+//! out, so a corrupt page far down fails the job with nothing sent. The job row records
+//! rows and chunks once every chunk is acknowledged.
 
 use std::path::Path;
 use std::time::Duration;
@@ -172,7 +173,13 @@ impl Publisher {
             }
         };
         let reader = tokio::task::spawn_blocking(move || {
-            let batches = match Table::open(&reader_path, &columns, None).and_then(|t| t.batches(chunk_rows)) {
+            // Every page is read once before the first chunk goes out: a corrupt page
+            // half-way fails the job with nothing published, not after half of it.
+            let batches = match Table::open(&reader_path, &columns, None)
+                .and_then(|t| t.verify(chunk_rows))
+                .and_then(|_| Table::open(&reader_path, &columns, None))
+                .and_then(|t| t.batches(chunk_rows))
+            {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e.into()));

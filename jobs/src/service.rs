@@ -108,6 +108,9 @@ pub struct Target {
     pub dataset: Option<String>,
     /// The model, loaded ([`JobService::named_model`]).
     pub model: Option<Model>,
+    /// The job's id when the caller chose it (an upload's job is named by its upload, so
+    /// that a retried upload finds it); else a new one.
+    pub job_id: Option<String>,
 }
 
 /// Why waiting for a job did not end in every chunk transformed.
@@ -313,6 +316,9 @@ impl JobService {
         }
         let status = if model.is_some() { JobStatus::Publishing } else { JobStatus::Fitting };
         let mut job = new_job(path, &dataset, chunk_rows, status);
+        if let Some(id) = target.job_id {
+            job.job_id = id;
+        }
         if let Some(model) = &model {
             job.model_id.clone_from(&model.model_id);
         }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::registry::{Registry, RegistryError};
 use crate::store::{HourSums, RoundsStore, UploadRow};
@@ -26,7 +27,7 @@ use shardflow_storage::text::{TextError, csv_reader, is_null, open_text};
 use shardflow_store::{Index, IndexError, UploadStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The columns a game-rounds CSV must have, in any order (others are ignored).
 pub const COLUMNS: [&str; 10] = [
@@ -44,6 +45,9 @@ pub const COLUMNS: [&str; 10] = [
 
 /// Bad rows kept with their reason; the rest are only counted.
 const BAD_ROW_SAMPLES: usize = 100;
+
+/// Attempts to record an upload's state while the client waits, 0.1 s apart and doubling.
+const RECORD_ATTEMPTS: u32 = 5;
 
 /// Why an upload cannot be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -303,19 +307,44 @@ impl RoundsPublisher {
                 upload.bad_row_samples = serde_json::to_string(&summary.samples).unwrap_or_else(|_| "[]".into());
                 let hourly: Vec<&HourSums> = summary.hourly.values().collect();
                 upload.hourly = serde_json::to_string(&hourly).unwrap_or_else(|_| "[]".into());
-                self.store.insert_upload(&upload).await?;
+                self.record(&upload).await;
                 info!(upload = upload_id, rows = published, bad = upload.bad_rows, "upload published");
                 Ok(upload)
             }
             Err(e) => {
                 upload.status = UploadStatus::Failed;
                 upload.error = e.to_string();
-                if let Err(record) = self.store.insert_upload(&upload).await {
-                    tracing::error!(upload = upload_id, error = %record, "cannot record the failed upload");
-                }
+                self.record(&upload).await;
                 Err(e)
             }
         }
+    }
+
+    /// Record a state reached after rows went out. It is retried, never reported as a
+    /// failure of the publish: a few attempts while the client waits (about 3 s), then in
+    /// the background until it lands. Until then `GET /uploads/{id}` shows the previous
+    /// state; a process that stops first leaves it so.
+    async fn record(&self, upload: &UploadRow) {
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..RECORD_ATTEMPTS {
+            match self.store.insert_upload(upload).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(upload = %upload.upload_id, error = %e, retry_in = ?backoff, "recording the upload failed")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+        let (store, upload) = (self.store.clone(), upload.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            while let Err(e) = store.insert_upload(&upload).await {
+                warn!(upload = %upload.upload_id, error = %e, retry_in = ?backoff, "recording the upload failed; retrying in the background");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
     }
 
     /// Read and encode on a blocking thread, send here with at most `max_in_flight`

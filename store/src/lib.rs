@@ -281,6 +281,21 @@ pub fn version_now() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)).unwrap_or(u64::MAX)
 }
 
+/// A name an upload route claimed for the request that made `id` (table `upload_keys`).
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct UploadKeyRow {
+    /// `csv_upload` or `shards`.
+    pub route: String,
+    /// `key:<Idempotency-Key>` or `content:<client address>:<sha256>`.
+    pub name: String,
+    /// The upload or job id the first request made.
+    pub id: String,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// Unix seconds.
+    pub created_at: u32,
+}
+
 /// Handle on shardflow's tables in one ClickHouse database.
 #[derive(Clone)]
 pub struct Index {
@@ -441,6 +456,33 @@ impl Index {
                 .fetch_optional(),
         )
         .await
+    }
+
+    /// The oldest claim of `name` on `route` made at or after `since` (unix seconds).
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn upload_key(&self, route: &str, name: &str, since: u32) -> Result<Option<UploadKeyRow>, IndexError> {
+        self.run(
+            self.client
+                .query(
+                    "SELECT ?fields FROM upload_keys WHERE route = ? AND name = ? AND created_at >= toDateTime(?) \
+                     ORDER BY created_at, id LIMIT 1",
+                )
+                .bind(route)
+                .bind(name)
+                .bind(since)
+                .fetch_optional(),
+        )
+        .await
+    }
+
+    /// Record a claim.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_upload_key(&self, row: &UploadKeyRow) -> Result<(), IndexError> {
+        self.insert("upload_keys", row).await
     }
 
     /// One page of jobs matching `filter`, newest first (job ids are time-ordered UUIDv7), and
