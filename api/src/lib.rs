@@ -18,6 +18,8 @@ mod idempotency;
 mod jobs;
 mod metrics;
 mod models;
+mod retention;
+mod start;
 mod upload;
 mod uploads;
 
@@ -38,6 +40,7 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{Accepted, JobItem, JobView, OutputView, TransformResponse};
+pub use start::serve_starting;
 pub use uploads::{Aggregate, AggregatePage, UploadView};
 
 use shardflow_jobs::publish::PublishError;
@@ -93,7 +96,7 @@ impl AppState {
         std::fs::create_dir_all(root).map_err(fail)?;
         let output_root = root.canonicalize().map_err(fail)?;
         jobs.resume().await?;
-        Ok(Arc::new(Self {
+        let state = Arc::new(Self {
             config,
             index: index.clone(),
             metrics: metrics::Metrics::new(jobs.counters()),
@@ -102,7 +105,9 @@ impl AppState {
             rounds_store: shardflow_rounds::store::RoundsStore::new(index.clone()),
             output_root,
             claims: idempotency::Claims::default(),
-        }))
+        });
+        retention::spawn(state.clone());
+        Ok(state)
     }
 }
 
@@ -183,9 +188,9 @@ pub async fn serve(
 }
 
 /// `GET /healthz` answer.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`, `ready` or `unavailable`.
+    /// `ok`, `ready`, `unavailable` or `starting`.
     pub status: String,
     /// ClickHouse's error, when it does not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,12 +198,15 @@ pub struct Health {
     /// The broker's error, when it does not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<String>,
+    /// While starting: why the last attempt to start failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// The process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into(), clickhouse: None, kafka: None })
+    Json(Health { status: "ok".into(), ..Health::default() })
 }
 
 /// ClickHouse and the broker answer.
@@ -213,6 +221,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Health>
         status: if ready { "ready" } else { "unavailable" }.into(),
         clickhouse: clickhouse.err().map(|e| e.to_string()),
         kafka: kafka.err().map(|e| e.to_string()),
+        waiting_for: None,
     };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
@@ -233,12 +242,27 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// When a token is configured, every mutating request must carry it.
+/// Reads open whatever the tokens: probes, metrics and the API's own description.
+fn open_read(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") || path.starts_with("/docs")
+}
+
+/// When a token is configured, every mutating request must carry it; when a read token
+/// is, so must every read that exposes per-player sums, models or server paths (the
+/// mutating token is accepted there too).
 async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let api = &state.config.api;
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let Some(token) = state.config.api.token.as_ref().map(|t| t.expose().as_bytes()).filter(|_| mutating) else {
-        return next.run(request).await;
+    let accepted: Vec<&[u8]> = if mutating {
+        api.write_token().into_iter().map(str::as_bytes).collect()
+    } else if open_read(request.uri().path()) || api.read_token().is_none() {
+        Vec::new()
+    } else {
+        api.read_token().into_iter().chain(api.write_token()).map(str::as_bytes).collect()
     };
+    if accepted.is_empty() {
+        return next.run(request).await;
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -249,7 +273,9 @@ async fn require_token(State(state): State<Arc<AppState>>, request: Request, nex
         .map(|(_, token)| token.trim_start().as_bytes());
     let refusal = match given {
         None => "this route needs Authorization: Bearer <token>",
-        Some(given) if !constant_time_eq(given, token) => "the bearer token is wrong",
+        Some(given) if !accepted.iter().fold(false, |ok, token| ok | constant_time_eq(given, token)) => {
+            "the bearer token is wrong"
+        }
         Some(_) => "",
     };
     if refusal.is_empty() {

@@ -88,6 +88,10 @@ pub struct StorageConfig {
     pub output_root: PathBuf,
     /// Fitted models go here, one directory per model id.
     pub model_root: PathBuf,
+    /// Uploads and generated shards older than this are removed (unless an unfinished job
+    /// reads them); 0 keeps them for ever.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 /// Publishing.
@@ -209,9 +213,14 @@ pub struct ApiConfig {
     /// How often a waiting request reads the job's progress.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Bearer token every mutating route requires; absent: no token required.
+    /// Bearer token every mutating route requires; absent: no token required, which is
+    /// allowed only when `listen` is a loopback address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// Bearer token the reads that expose per-player sums, models and server paths
+    /// require (`token` is accepted too); absent: those reads are open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token: Option<Secret>,
     /// Largest upload accepted (`POST /shards`, `POST /csv_upload`); larger gets 413.
     pub max_upload_bytes: u64,
     /// Most rows one `POST /jobs` may generate.
@@ -224,6 +233,34 @@ pub struct ApiConfig {
     /// the same upload; 0 turns this off.
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
+}
+
+impl ApiConfig {
+    /// The mutating token, when one is set and not empty.
+    pub fn write_token(&self) -> Option<&str> {
+        self.token.as_ref().map(Secret::expose).filter(|t| !t.is_empty())
+    }
+
+    /// The read token, when one is set and not empty.
+    pub fn read_token(&self) -> Option<&str> {
+        self.read_token.as_ref().map(Secret::expose).filter(|t| !t.is_empty())
+    }
+
+    /// Why serving as configured would be unsafe: listening beyond loopback with no token
+    /// lets anyone on the network submit jobs and uploads.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with a one-line reason.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.listen.ip().is_loopback() || self.write_token().is_some() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "api.listen = {} is reachable beyond this machine and api.token is not set: set one \
+             (SHARDFLOW__API__TOKEN=...) or listen on 127.0.0.1",
+            self.listen
+        )))
+    }
 }
 
 /// The game-rounds pipeline.

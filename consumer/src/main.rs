@@ -50,15 +50,28 @@ async fn main() -> ExitCode {
     };
     let (stop, stopped) = watch::channel(false);
     let deadline = config.consumer.shutdown_timeout;
+    let workers = cli.workers;
     let mut worker = match cli.command {
-        None | Some(Command::Chunks) => {
-            let run = shardflow_consumer::worker::run(config, cli.workers, stopped);
-            tokio::spawn(async move { run.await.map_err(|e| e.to_string()) })
-        }
-        Some(Command::GameRounds) => {
-            let run = shardflow_rounds::sink::run(config, stopped);
-            tokio::spawn(async move { run.await.map_err(|e| e.to_string()) })
-        }
+        None | Some(Command::Chunks) => tokio::spawn(until_started(stopped.clone(), move || {
+            let run = shardflow_consumer::worker::run(config.clone(), workers, stopped.clone());
+            async move {
+                run.await.map_err(|e| {
+                    use shardflow_consumer::worker::WorkerError::{Index, Kafka};
+                    let waitable = matches!(e, Index(_) | Kafka(_));
+                    (e.to_string(), waitable)
+                })
+            }
+        })),
+        Some(Command::GameRounds) => tokio::spawn(until_started(stopped.clone(), move || {
+            let run = shardflow_rounds::sink::run(config.clone(), stopped.clone());
+            async move {
+                run.await.map_err(|e| {
+                    use shardflow_rounds::sink::SinkError::{Index, Kafka};
+                    let waitable = matches!(e, Index(_) | Kafka(_));
+                    (e.to_string(), waitable)
+                })
+            }
+        })),
     };
     let finished = tokio::select! {
         finished = &mut worker => finished,
@@ -84,6 +97,29 @@ async fn main() -> ExitCode {
             eprintln!("consumer: worker panicked: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Run `start` until it ends for good: a failure to reach ClickHouse or the broker at
+/// start (`(reason, true)`) is tried again with backoff, logged, until they answer or
+/// shutdown comes; any other failure is returned.
+async fn until_started<F, Fut>(mut stopped: watch::Receiver<bool>, mut start: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), (String, bool)>>,
+{
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match start().await {
+            Ok(()) => return Ok(()),
+            Err((reason, false)) => return Err(reason),
+            Err((reason, true)) => tracing::warn!(error = %reason, retry_in = ?backoff, "waiting for the services"),
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return Ok(()),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
     }
 }
 

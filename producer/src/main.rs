@@ -13,7 +13,7 @@ use crate::plot::{pick, plot};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::ProgressBar;
-use shardflow_api::{AppState, serve};
+use shardflow_api::serve_starting;
 use shardflow_config::{Config, telemetry};
 use shardflow_generate::{
     CreativeOptions, GenerateOptions, creative_version, creative_versions, generate, generate_creative_packs,
@@ -371,11 +371,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", client.job(&id, watch).await?);
         }
         Command::Serve => {
+            config.api.check_exposure()?;
             let listen = config.api.listen;
-            let state = AppState::new(config).await?;
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(%listen, "API listening");
-            serve(listener, state, shutdown_signal()).await?;
+            // Waits for ClickHouse and the broker (with /readyz 503) rather than exiting.
+            serve_starting(listener, config, shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -45,12 +45,20 @@ impl ClickHouseProxy {
     /// # Panics
     /// When no port can be bound (tests only).
     pub async fn start(upstream: &str) -> Self {
+        Self::start_on(upstream, 0).await
+    }
+
+    /// As [`ClickHouseProxy::start`], on loopback port `port` (0: a free one).
+    ///
+    /// # Panics
+    /// When the port cannot be bound (tests only).
+    pub async fn start_on(upstream: &str, port: u16) -> Self {
         let proxied = Arc::new(Proxied {
             upstream: upstream.trim_end_matches('/').to_string(),
             client: reqwest::Client::new(),
             faults: Mutex::new(Faults::default()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the proxy");
         let url = format!("http://{}/", listener.local_addr().expect("address"));
         let app = axum::Router::new().fallback(forward).with_state(proxied.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -18,4 +18,10 @@ fn docker_compose_accepts_the_compose_file() {
         assert!(stdout.contains(service), "service {service} missing from:\n{stdout}");
     }
     assert!(stdout.contains("replicas: 2"), "consumer replicas missing");
+    assert_eq!(
+        stdout.matches("restart: unless-stopped").count(),
+        5,
+        "every service restarts unless stopped:\n{stdout}"
+    );
+    assert!(stdout.contains("SHARDFLOW__API__TOKEN"), "the API gets its token from the environment:\n{stdout}");
 }
