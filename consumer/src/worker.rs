@@ -30,6 +30,10 @@ use crate::chunk::{Chunk, ChunkError, Format, process};
 use crate::metrics::{Metrics, PartitionLabel};
 use shardflow_kafka::dead_letter::{DeadLetterError, DeadLetters, worker_name};
 
+/// Temporary part files untouched this long belong to a writer that died: a part is
+/// written in seconds.
+const SWEEP_TEMPORARIES_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -160,6 +164,14 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
     let io = |what: String| move |source| WorkerError::Io { what, source };
     std::fs::create_dir_all(root).map_err(io(format!("output root {}", root.display())))?;
     let output_root = root.canonicalize().map_err(io(format!("output root {}", root.display())))?;
+    // Temporaries of writers that died (kill -9, power loss); hidden, so readers skip
+    // them anyway, but they take disk space. Only old ones: another member on a shared
+    // volume may be writing one now.
+    match shardflow_storage::sweep_temporaries(&output_root, SWEEP_TEMPORARIES_AFTER) {
+        Ok(0) => {}
+        Ok(removed) => info!(removed, "removed temporary files left by stopped writers"),
+        Err(e) => warn!(error = %e, "could not sweep temporary files"),
+    }
     let metrics = Arc::new(Metrics::new());
     let dead_letters = kafka::producer(&config.kafka)?;
 
