@@ -59,6 +59,11 @@ pub struct KafkaConfig {
     pub message_max_bytes: usize,
     /// Bytes a consumer member prefetches at most.
     pub prefetch_bytes: usize,
+    /// librdkafka's `max.poll.interval.ms`, also the rebalance timeout: how long a member
+    /// may go without polling before it leaves the group (at least 10 s, the session
+    /// timeout). A member waiting to retry keeps polling, so this bounds only stalls.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_interval: Duration,
 }
 
 /// ClickHouse over HTTP.
@@ -279,6 +284,9 @@ pub struct GameRoundsConfig {
     /// A Confluent Schema Registry to number schemas; absent: shardflow numbers them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry_url: Option<Url>,
+    /// Longest wait for one Schema Registry call; a slower one fails and is retried.
+    #[serde(with = "humantime_serde")]
+    pub schema_registry_timeout: Duration,
 }
 
 /// The workers.
@@ -291,6 +299,10 @@ pub struct ConsumerConfig {
     /// Longest wait between retries.
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
+    /// Attempts at a message that keeps failing for a reason that may pass (a server
+    /// error, a part that cannot be written) before it is dead-lettered with the last
+    /// reason. Unreachable services do not count: those are waited for.
+    pub retry_max_attempts: std::num::NonZeroU32,
     /// How long a SIGTERM waits for in-flight work before abandoning it.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -369,6 +381,12 @@ impl Config {
             return bad(format!(
                 "clickhouse.database `{}` must be letters, digits and underscores",
                 self.clickhouse.database
+            ));
+        }
+        if self.kafka.max_poll_interval < Duration::from_secs(10) {
+            return bad(format!(
+                "kafka.max_poll_interval = {:?} is below the session timeout (10 s), which librdkafka refuses",
+                self.kafka.max_poll_interval
             ));
         }
         if self.kafka.partitions < 1 {

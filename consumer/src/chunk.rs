@@ -12,7 +12,7 @@ use parquet::file::properties::WriterProperties;
 use shardflow_model::{Model, chunk_seed};
 use shardflow_schemas::{ChunkCodec, ocf};
 use shardflow_storage::{inverse_dir, part_name, transform_dir, write_atomically};
-use shardflow_store::{OutputRow, ValueIssueRow, unix_now};
+use shardflow_store::{OutputRow, Retry, ValueIssueRow, unix_now};
 
 /// How a chunk's payload is encoded, from its `format` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,9 +69,21 @@ pub enum ChunkError {
 }
 
 impl ChunkError {
-    /// Whether trying the same chunk again may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Write { .. })
+    /// What the failure means for the chunk. A bad message never passes; of write errors,
+    /// a name the file system refuses (too long, invalid) never passes either, a full or
+    /// read-only disk is the disk's state, not the chunk's (waited for, uncounted), and
+    /// anything else (permissions, a directory in the way) may pass and is retried up to
+    /// the cap.
+    pub fn retry(&self) -> Retry {
+        use std::io::ErrorKind;
+        match self {
+            Self::BadMessage(_) => Retry::Permanent,
+            Self::Write { source, .. } => match source.kind() {
+                ErrorKind::InvalidFilename | ErrorKind::InvalidInput => Retry::Permanent,
+                ErrorKind::StorageFull | ErrorKind::ReadOnlyFilesystem | ErrorKind::QuotaExceeded => Retry::Unavailable,
+                _ => Retry::Transient,
+            },
+        }
     }
 }
 

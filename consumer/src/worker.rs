@@ -2,9 +2,12 @@
 //! its outputs in ClickHouse, and only then commit its offset.
 //!
 //! - A chunk that fails for a reason that may pass (disk, ClickHouse) is retried with
-//!   backoff and never committed before it succeeds.
-//! - A message that can never succeed goes to the dead-letter topic and the
-//!   `dead_letters` table with the reason, and is then committed: the partition moves on.
+//!   backoff and never committed before it succeeds; meanwhile the member's partitions
+//!   are paused and the consumer keeps polling, so it stays in the group.
+//! - A message that can never succeed, or keeps failing past `consumer.retry_max_attempts`
+//!   (unreachable services excepted: those are waited for), goes to the dead-letter topic
+//!   and the `dead_letters` table with the reason, and is then committed: the partition
+//!   moves on.
 //! - On revocation the stored offsets are committed synchronously before the partitions
 //!   are given up; on shutdown the chunk in hand is finished (or, while retrying,
 //!   abandoned uncommitted), offsets are committed and the member leaves the group.
@@ -29,6 +32,11 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::chunk::{Chunk, ChunkError, Format, process};
 use crate::metrics::{Metrics, PartitionLabel};
 use shardflow_kafka::dead_letter::{DeadLetterError, DeadLetters, worker_name};
+use shardflow_kafka::retry::{Next, Paused, Policy, Retry, Waited};
+
+/// Temporary part files untouched this long belong to a writer that died: a part is
+/// written in seconds.
+const SWEEP_TEMPORARIES_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,17 +70,21 @@ enum HandleError {
     Model(String, String),
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
+    /// The blocking task panicked (the same input panics again) or was cancelled.
     #[error("worker task failed: {0}")]
-    Join(String),
+    Join(#[from] tokio::task::JoinError),
 }
 
 impl HandleError {
-    fn is_retryable(&self) -> bool {
+    /// What the failure means for the chunk, from the typed cause.
+    fn retry(&self) -> Retry {
         match self {
-            Self::Chunk(e) => e.is_retryable(),
-            Self::Index(e) => e.is_retryable(),
-            Self::Model(..) => false,
-            Self::DeadLetter(_) | Self::Join(_) => true,
+            Self::Chunk(e) => e.retry(),
+            Self::Index(e) => e.retry(),
+            Self::Model(..) => Retry::Permanent,
+            Self::DeadLetter(e) => e.retry(),
+            Self::Join(e) if e.is_panic() => Retry::Permanent,
+            Self::Join(_) => Retry::Transient,
         }
     }
 }
@@ -81,6 +93,9 @@ impl HandleError {
 enum Outcome {
     /// Outputs (or the dead letter) durable and indexed: commit.
     Durable,
+    /// Its partition went to another member while it waited for a retry: leave it
+    /// uncommitted, the new owner processes it.
+    Revoked,
     /// Shutdown arrived while retrying: leave uncommitted for the next owner.
     Abandoned,
 }
@@ -144,6 +159,7 @@ struct Shared {
     dead_letters: DeadLetters,
     metrics: Arc<Metrics>,
     name: String,
+    policy: Policy,
 }
 
 /// Run `tasks` group members in this process until `shutdown` turns true; serve
@@ -160,6 +176,14 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
     let io = |what: String| move |source| WorkerError::Io { what, source };
     std::fs::create_dir_all(root).map_err(io(format!("output root {}", root.display())))?;
     let output_root = root.canonicalize().map_err(io(format!("output root {}", root.display())))?;
+    // Temporaries of writers that died (kill -9, power loss); hidden, so readers skip
+    // them anyway, but they take disk space. Only old ones: another member on a shared
+    // volume may be writing one now.
+    match shardflow_storage::sweep_temporaries(&output_root, SWEEP_TEMPORARIES_AFTER) {
+        Ok(0) => {}
+        Ok(removed) => info!(removed, "removed temporary files left by stopped writers"),
+        Err(e) => warn!(error = %e, "could not sweep temporary files"),
+    }
     let metrics = Arc::new(Metrics::new());
     let dead_letters = kafka::producer(&config.kafka)?;
 
@@ -185,12 +209,8 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
     let name = worker_name();
     let shared = Arc::new(Shared {
         codec: ChunkCodec::amount()?,
-        dead_letters: DeadLetters {
-            producer: dead_letters,
-            topic: dead_letter_topic,
-            index: index.clone(),
-            worker: name.clone(),
-        },
+        dead_letters: DeadLetters::new(dead_letters, dead_letter_topic, index.clone(), name.clone()),
+        policy: Policy::new(&config.consumer),
         index,
         output_root,
         models: Mutex::new(HashMap::new()),
@@ -229,8 +249,9 @@ async fn consume(shared: Arc<Shared>, consumer: StreamConsumer<GroupContext>, mu
             }
         };
         let span = info_span!("message", partition = message.partition(), offset = message.offset());
-        match shared.handle(&message, &mut shutdown).instrument(span).await {
+        match shared.handle(&consumer, &message, &mut shutdown).instrument(span).await {
             Outcome::Durable => commit(&consumer, &message),
+            Outcome::Revoked => info!("partition revoked while retrying; its new owner takes the message"),
             Outcome::Abandoned => break,
         }
     }
@@ -309,53 +330,75 @@ impl ChunkHeaders {
 }
 
 impl Shared {
-    /// Process one message until it is durable (outputs or dead letter) or abandoned,
-    /// backing off between failures that may pass.
-    async fn handle(&self, message: &BorrowedMessage<'_>, shutdown: &mut watch::Receiver<bool>) -> Outcome {
+    /// Process one message until it is durable (outputs or dead letter), revoked or
+    /// abandoned. Between attempts every partition of the member is paused and the
+    /// consumer polled ([`Paused`]), so that waiting never gets the member evicted; a
+    /// failure that cannot pass, or keeps failing past the cap, dead-letters the message.
+    async fn handle(
+        &self,
+        consumer: &StreamConsumer<GroupContext>,
+        message: &BorrowedMessage<'_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Outcome {
         let started = Instant::now();
         let ids = ChunkHeaders::read(message);
-        let parsed = ids.chunk(message, &self.codec);
-        let mut dead: Option<String> = parsed.as_ref().err().cloned();
-        let mut backoff = self.config.consumer.retry_backoff;
-        loop {
-            let result = match (&dead, &parsed) {
-                (Some(reason), _) => self.dead_letter(message, &ids, reason).await,
-                (None, Ok(chunk)) => {
+        let (chunk, mut dead) = match ids.chunk(message, &self.codec) {
+            Ok(chunk) => (Some(chunk), None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let mut attempts = self.policy.attempts();
+        let mut paused: Option<Paused<'_, GroupContext>> = None;
+        let outcome = loop {
+            let (result, wait) = match (dead.as_deref(), &chunk) {
+                (None, Some(chunk)) => {
                     let span = info_span!("chunk", job = %chunk.job_id, chunk = chunk.seq);
                     match self.try_chunk(chunk).instrument(span).await {
-                        Err(e) if !e.is_retryable() => {
-                            let reason = e.to_string();
-                            let sent = self.dead_letter(message, &ids, &reason).await;
-                            dead = Some(reason);
-                            sent
+                        Ok(()) => (Ok(()), None),
+                        Err(e) => match attempts.failed(e.retry(), &e) {
+                            Next::GiveUp(reason) => {
+                                // Dead-letter it now, without waiting.
+                                dead = Some(reason);
+                                continue;
+                            }
+                            Next::Wait(wait) => (Err(e), Some(wait)),
+                        },
+                    }
+                }
+                (reason, _) => {
+                    let reason = reason.unwrap_or("not a chunk").to_string();
+                    match self.dead_letter(message, &ids, &reason).await {
+                        Ok(()) => (Ok(()), None),
+                        // Nowhere else to put it: retried until it is recorded.
+                        Err(e) => {
+                            let wait = attempts.backoff();
+                            (Err(e), Some(wait))
                         }
-                        other => other,
                     }
                 }
-                (None, Err(_)) => unreachable!("a message that is not a chunk is dead-lettered"),
             };
-            match result {
-                Ok(()) => {
-                    if dead.is_none() {
-                        self.metrics.chunk_seconds.observe(started.elapsed().as_secs_f64());
-                    }
-                    return Outcome::Durable;
+            let (Err(e), Some(wait)) = (result, wait) else {
+                if dead.is_none() {
+                    self.metrics.chunk_seconds.observe(started.elapsed().as_secs_f64());
                 }
-                Err(e) => {
-                    self.metrics.retries.inc();
-                    if matches!(e, HandleError::Index(_)) {
-                        self.metrics.clickhouse_insert_errors.inc();
-                    }
-                    warn!(error = %e, retry_in = ?backoff, "failed; will retry, offset not committed");
-                }
+                break Outcome::Durable;
+            };
+            self.metrics.retries.inc();
+            if matches!(e, HandleError::Index(_)) {
+                self.metrics.clickhouse_insert_errors.inc();
             }
-            tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => return Outcome::Abandoned,
-                () = tokio::time::sleep(backoff) => {}
+            warn!(error = %e, kind = ?e.retry(), retry_in = ?wait, "failed; will retry, offset not committed");
+            let waiting = paused.get_or_insert_with(|| Paused::pause(consumer));
+            if waiting.wait(wait, shutdown).await == Waited::Shutdown {
+                break Outcome::Abandoned;
             }
-            backoff = (backoff * 2).min(self.config.consumer.retry_backoff_max);
+            if !waiting.holds(message.topic(), message.partition()) {
+                break Outcome::Revoked;
+            }
+        };
+        if let Some(waiting) = paused {
+            waiting.resume(matches!(outcome, Outcome::Durable).then_some(message));
         }
+        outcome
     }
 
     /// Transform, write and index a chunk. Errors that cannot pass are returned as such
@@ -366,9 +409,7 @@ impl Shared {
         let root = self.output_root.clone();
         let name = self.name.clone();
         let owned = chunk.clone();
-        let done = tokio::task::spawn_blocking(move || process(&owned, &model, &codec, &root, &name))
-            .await
-            .map_err(|e| HandleError::Join(e.to_string()))??;
+        let done = tokio::task::spawn_blocking(move || process(&owned, &model, &codec, &root, &name)).await??;
         // Issues first: a chunk with an outputs row has its issues recorded too.
         self.index.insert_value_issues(&done.issues).await?;
         self.index.insert_output(&done.output).await?;

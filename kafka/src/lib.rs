@@ -4,6 +4,7 @@
 
 pub mod dead_letter;
 pub mod in_flight;
+pub mod retry;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -102,9 +103,9 @@ fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         .set("heartbeat.interval.ms", "1000")
         // Also the rebalance timeout sent in JoinGroup: a coordinator waiting for a member
         // that died mid-rebalance gives up after this, not after librdkafka's 5 minutes.
-        // A worker stuck retrying longer leaves the group and rejoins; its chunk is then
-        // redelivered and rewritten to the same bytes.
-        .set("max.poll.interval.ms", "30000")
+        // A member waiting to retry pauses its partitions and keeps polling
+        // (`retry::Paused`), so only a stall longer than this makes it leave the group.
+        .set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string())
         .set("max.partition.fetch.bytes", &fetch)
         .set("fetch.max.bytes", &fetch)
         // Bound the prefetch queue: memory must not grow with lag.

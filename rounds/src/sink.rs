@@ -8,6 +8,12 @@
 //! revoked before their batch was inserted are dropped at every flush (their new owner
 //! reads them again). A message that cannot be decoded goes to the dead-letter topic and
 //! table, and the partition moves on.
+//!
+//! Failures go through the consumers' retry policy (`shardflow_kafka::retry`): a schema
+//! lookup the registry or ClickHouse fails to answer is retried (a blip diverts no good
+//! row), an unknown schema id is dead-lettered at once; rows ClickHouse refuses for good
+//! are found by splitting the batch and dead-lettered one by one. While waiting the
+//! partitions are paused and the consumer polled, so the member stays in its group.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,8 +28,9 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use shardflow_config::Config;
 use shardflow_kafka as kafka;
+use shardflow_kafka::retry::{Next, Paused, Policy, Retry, Waited};
 use shardflow_schemas::rounds::{RoundCodec, unframe};
-use shardflow_store::Index;
+use shardflow_store::{Index, IndexError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -53,8 +60,10 @@ struct Schemas {
 }
 
 impl Schemas {
-    /// The writer schema of `id`; `Ok(None)` means the codec's own schema.
-    async fn writer(&mut self, id: u32) -> Result<Option<Arc<Schema>>, String> {
+    /// The writer schema of `id`; `Ok(None)` means the codec's own schema. A registry or
+    /// ClickHouse that fails to answer is a failure that may pass (the message is tried
+    /// again); an id nobody knows, or a schema that does not parse, never passes.
+    async fn writer(&mut self, id: u32) -> Result<Option<Arc<Schema>>, Undecodable> {
         if id == self.codec.schema_id() {
             return Ok(None);
         }
@@ -62,13 +71,38 @@ impl Schemas {
             return Ok(Some(schema.clone()));
         }
         let text = match &self.registry {
-            None => self.store.schema(id).await.map_err(|e| e.to_string())?,
-            Some(registry) => registry.schema(id).await.map_err(|e| e.to_string())?,
+            None => self.store.schema(id).await.map_err(|e| Undecodable::new(e.retry(), &e))?,
+            Some(registry) => registry.schema(id).await.map_err(|e| Undecodable::new(e.retry(), &e))?,
         };
-        let text = text.ok_or_else(|| format!("unknown schema id {id}"))?;
-        let schema = Arc::new(Schema::parse_str(&text).map_err(|e| format!("schema {id} does not parse: {e}"))?);
-        self.known.insert(id, schema.clone());
+        let text = text.ok_or_else(|| Undecodable::permanent(format!("unknown schema id {id}")))?;
+        let schema = Arc::new(
+            Schema::parse_str(&text).map_err(|e| Undecodable::permanent(format!("schema {id} does not parse: {e}")))?,
+        );
+        let _ = self.known.insert(id, schema.clone());
         Ok(Some(schema))
+    }
+}
+
+/// Why a message did not decode, and whether that may pass.
+#[derive(Debug)]
+struct Undecodable {
+    reason: String,
+    retry: Retry,
+}
+
+impl Undecodable {
+    fn new(retry: Retry, reason: &dyn std::fmt::Display) -> Self {
+        Self { reason: reason.to_string(), retry }
+    }
+
+    fn permanent(reason: String) -> Self {
+        Self { reason, retry: Retry::Permanent }
+    }
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
     }
 }
 
@@ -96,6 +130,9 @@ struct Batch {
     rows: Vec<(i32, GameRoundRow)>,
     /// Next offset to commit per partition, once the rows are inserted.
     next: BTreeMap<i32, i64>,
+    /// Where each row was read (partition, offset), by upload and line: a row ClickHouse
+    /// refuses is dead-lettered at its offset.
+    offsets: HashMap<(String, u64), (i32, i64)>,
     since: Option<Instant>,
 }
 
@@ -109,12 +146,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let dead_letter_topic = config.consumer.dead_letter_topic(&settings.topic);
     kafka::ensure_topic(&config.kafka, &settings.topic).await?;
     kafka::ensure_topic(&config.kafka, &dead_letter_topic).await?;
-    let dead_letters = DeadLetters {
-        producer: kafka::producer(&config.kafka)?,
-        topic: dead_letter_topic,
-        index: index.clone(),
-        worker: worker_name(),
-    };
+    let dead_letters =
+        DeadLetters::new(kafka::producer(&config.kafka)?, dead_letter_topic, index.clone(), worker_name());
     let mut member = config.kafka.clone();
     member.group_id = settings.group_id.clone();
     let consumer: StreamConsumer<SinkContext> = kafka::bulk_consumer(&member, SinkContext::default())?;
@@ -123,7 +156,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         codec: RoundCodec::new()?,
         known: HashMap::new(),
         store: RoundsStore::new(index.clone()),
-        registry: settings.schema_registry_url.clone().map(Registry::new),
+        registry: settings
+            .schema_registry_url
+            .clone()
+            .map(|url| Registry::with_timeout(url, settings.schema_registry_timeout)),
     };
     let store = RoundsStore::new(index.clone());
     info!(topic = %settings.topic, group = %settings.group_id, "sinking game rounds");
@@ -137,7 +173,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
             message = consumer.recv() => Some(message),
         };
         let Some(message) = message else {
-            if flush(&store, &consumer, &mut batch, &config, &mut shutdown).await {
+            if flush(&store, &dead_letters, &consumer, &mut batch, &config, &mut shutdown).await {
                 continue;
             }
             break;
@@ -150,13 +186,30 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
             }
         };
         drop_revoked(&consumer, &mut batch);
-        match decode(&mut schemas, &message).await {
-            Ok(row) => batch.rows.push((message.partition(), row)),
+        let decoded = match decode(&mut schemas, &message).await {
+            Err(e) if e.retry != Retry::Permanent => {
+                match decode_retrying(&mut schemas, &consumer, &message, e, &config, &mut shutdown).await {
+                    Some(decoded) => decoded,
+                    None => break,
+                }
+            }
+            decoded => Some(decoded.map_err(|e| e.reason)),
+        };
+        let Some(decoded) = decoded else {
+            // Its partition went to another member while the lookup was retried.
+            continue;
+        };
+        match decoded {
+            Ok(row) => {
+                let _ =
+                    batch.offsets.insert((row.upload_id.clone(), row.line), (message.partition(), message.offset()));
+                batch.rows.push((message.partition(), row));
+            }
             Err(reason) => {
                 // Rows before it are not inserted yet: insert them first, so that committing
                 // past the dead letter commits nothing unwritten.
-                if !flush(&store, &consumer, &mut batch, &config, &mut shutdown).await
-                    || !dead_letter(&dead_letters, &message, &reason, &config, &mut shutdown).await
+                if !flush(&store, &dead_letters, &consumer, &mut batch, &config, &mut shutdown).await
+                    || !dead_letter(&dead_letters, &consumer, &message, &reason, &config, &mut shutdown).await
                 {
                     break;
                 }
@@ -165,29 +218,69 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         batch.next.insert(message.partition(), message.offset() + 1);
         batch.since.get_or_insert_with(Instant::now);
         if batch.rows.len() >= settings.batch_rows.get()
-            && !flush(&store, &consumer, &mut batch, &config, &mut shutdown).await
+            && !flush(&store, &dead_letters, &consumer, &mut batch, &config, &mut shutdown).await
         {
             break;
         }
     }
     // One attempt, shutdown having come: what is not committed is redelivered.
-    flush(&store, &consumer, &mut batch, &config, &mut shutdown).await;
+    flush(&store, &dead_letters, &consumer, &mut batch, &config, &mut shutdown).await;
     info!("game-rounds sink stopped");
     Ok(())
 }
 
-async fn decode(schemas: &mut Schemas, message: &BorrowedMessage<'_>) -> Result<GameRoundRow, String> {
-    let payload = message.payload().ok_or("empty payload")?;
-    let (id, body) = unframe(payload).map_err(|e| e.to_string())?;
+async fn decode(schemas: &mut Schemas, message: &BorrowedMessage<'_>) -> Result<GameRoundRow, Undecodable> {
+    let payload = message.payload().ok_or_else(|| Undecodable::permanent("empty payload".into()))?;
+    let (id, body) = unframe(payload).map_err(|e| Undecodable::permanent(e.to_string()))?;
     let writer = schemas.writer(id).await?;
-    let round = schemas.codec.decode(body, writer.as_deref()).map_err(|e| e.to_string())?;
+    let round = schemas.codec.decode(body, writer.as_deref()).map_err(|e| Undecodable::permanent(e.to_string()))?;
     Ok(round.into())
+}
+
+/// Decode `message` again after `first` (a failure that may pass: the registry or
+/// ClickHouse did not answer), with backoff, the partitions paused and the consumer polled
+/// meanwhile. `Some(Some(Ok(row)))` decoded; `Some(Some(Err(reason)))` to dead-letter
+/// (it never passes, or kept failing past the cap); `Some(None)` its partition was
+/// revoked; `None` shutdown came first.
+async fn decode_retrying(
+    schemas: &mut Schemas,
+    consumer: &StreamConsumer<SinkContext>,
+    message: &BorrowedMessage<'_>,
+    first: Undecodable,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Option<Result<GameRoundRow, String>>> {
+    let mut attempts = Policy::new(&config.consumer).attempts();
+    let mut paused = Paused::pause(consumer);
+    let mut error = first;
+    let outcome = loop {
+        let wait = match attempts.failed(error.retry, &error) {
+            Next::GiveUp(reason) => break Some(Some(Err(reason))),
+            Next::Wait(wait) => wait,
+        };
+        warn!(error = %error, kind = ?error.retry, retry_in = ?wait, "schema lookup failed; will retry");
+        if paused.wait(wait, shutdown).await == Waited::Shutdown {
+            break None;
+        }
+        if !paused.holds(message.topic(), message.partition()) {
+            break Some(None);
+        }
+        match decode(schemas, message).await {
+            Ok(row) => break Some(Some(Ok(row))),
+            Err(e) => error = e,
+        }
+    };
+    // The message is handled here (decoded or dead-lettered next): a redelivery of it
+    // during the wait is not read again.
+    paused.resume(Some(message));
+    outcome
 }
 
 /// Insert the batch, retrying with backoff, then commit its offsets. Returns false when
 /// shutdown came first (nothing committed).
 async fn flush(
     store: &RoundsStore,
+    dead_letters: &DeadLetters,
     consumer: &StreamConsumer<SinkContext>,
     batch: &mut Batch,
     config: &Config,
@@ -197,12 +290,16 @@ async fn flush(
     drop_revoked(consumer, batch);
     if !batch.rows.is_empty() {
         let rows: Vec<GameRoundRow> = std::mem::take(&mut batch.rows).into_iter().map(|(_, row)| row).collect();
-        let inserted = retry(config, shutdown, "insert into game_rounds", || insert(store, &rows)).await;
+        let inserted =
+            insert_or_dead_letter(store, dead_letters, consumer, &rows, &batch.offsets, config, shutdown).await;
         if !inserted {
             // Shutdown came first: commit nothing; the rows are read again.
             *batch = Batch::default();
             return false;
         }
+        // Partitions revoked while the insert was retried (the consumer kept polling) are
+        // another member's now: their offsets are not ours to commit.
+        drop_revoked(consumer, batch);
     }
     let mut offsets = TopicPartitionList::new();
     for (&partition, &next) in &batch.next {
@@ -240,35 +337,213 @@ async fn insert(store: &RoundsStore, rows: &[GameRoundRow]) -> Result<(), shardf
     Ok(())
 }
 
+/// Insert `rows`: failures that may pass are retried with backoff, the partitions paused
+/// and the consumer polled meanwhile (ClickHouse unreachable: for as long as it lasts;
+/// answering errors: up to `consumer.retry_max_attempts`). Rows ClickHouse refuses for good
+/// (117 incorrect data, 53 type mismatch), or still failing after the cap, are found by
+/// splitting the batch ([`isolate_refused`]) and dead-lettered one by one, so that the
+/// other rows are inserted and the partitions move on. False when shutdown came first.
+async fn insert_or_dead_letter(
+    store: &RoundsStore,
+    dead_letters: &DeadLetters,
+    consumer: &StreamConsumer<SinkContext>,
+    rows: &[GameRoundRow],
+    offsets: &HashMap<(String, u64), (i32, i64)>,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut attempts = Policy::new(&config.consumer).attempts();
+    let mut paused: Option<Paused<'_, SinkContext>> = None;
+    let inserted = loop {
+        let error = match insert(store, rows).await {
+            Ok(()) => break true,
+            Err(e) => e,
+        };
+        let wait = match attempts.failed(error.retry(), &error) {
+            Next::Wait(wait) => wait,
+            Next::GiveUp(reason) => {
+                warn!(%reason, rows = rows.len(), "ClickHouse refuses the batch; finding the rows it refuses");
+                match isolate_refused(rows, |part| insert(store, part), IndexError::retry).await {
+                    Ok(refused) => {
+                        let topic = &config.game_rounds.topic;
+                        let mut all = true;
+                        for (row, reason) in refused {
+                            let (partition, offset) =
+                                offsets.get(&(row.upload_id.clone(), row.line)).copied().unwrap_or((-1, -1));
+                            let key = format!("{}/{}", row.upload_id, row.line);
+                            let payload = serde_json::to_vec(row).unwrap_or_default();
+                            all = retry(config, consumer, shutdown, "dead letter", || {
+                                dead_letters.record_row(topic, partition, offset, key.as_bytes(), &payload, &reason)
+                            })
+                            .await;
+                            if !all {
+                                break;
+                            }
+                        }
+                        break all;
+                    }
+                    Err(e) => {
+                        let wait = attempts.backoff();
+                        warn!(error = %e, retry_in = ?wait, "insert failed while splitting the batch; will retry");
+                        wait
+                    }
+                }
+            }
+        };
+        warn!(error = %error, kind = ?error.retry(), retry_in = ?wait, "insert into game_rounds failed; will retry, offsets not committed");
+        let waiting = paused.get_or_insert_with(|| Paused::pause(consumer));
+        if waiting.wait(wait, shutdown).await == Waited::Shutdown {
+            break false;
+        }
+    };
+    if let Some(waiting) = paused {
+        waiting.resume(None);
+    }
+    inserted
+}
+
+/// Insert `rows` with `insert`, splitting in halves whatever is refused for good (as
+/// `retry` says of the error) down to single rows; those are returned with the reason.
+/// A failure that may pass stops the search and is returned: the caller retries the
+/// batch (halves inserted again are stored once: rows are keyed by upload and line).
+///
+/// # Errors
+/// The first failure that is not permanent.
+async fn isolate_refused<'r, F, Fut, E>(
+    rows: &'r [GameRoundRow],
+    insert: F,
+    retry: fn(&E) -> Retry,
+) -> Result<Vec<(&'r GameRoundRow, String)>, E>
+where
+    F: Fn(&'r [GameRoundRow]) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut refused = Vec::new();
+    let mut pending = vec![rows];
+    while let Some(part) = pending.pop() {
+        match insert(part).await {
+            Ok(()) => {}
+            Err(e) if retry(&e) == Retry::Permanent || part.len() == 1 => match part {
+                [row] => refused.push((row, e.to_string())),
+                [] => {}
+                _ => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(refused)
+}
+
 async fn dead_letter(
     dead_letters: &DeadLetters,
+    consumer: &StreamConsumer<SinkContext>,
     message: &BorrowedMessage<'_>,
     reason: &str,
     config: &Config,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    retry(config, shutdown, "dead letter", || dead_letters.record(message, "", -1, reason)).await
+    retry(config, consumer, shutdown, "dead letter", || dead_letters.record(message, "", -1, reason)).await
 }
 
-/// Call `attempt` until it succeeds, backing off between failures; false if shutdown
-/// came first.
-async fn retry<F, Fut, E>(config: &Config, shutdown: &mut watch::Receiver<bool>, what: &str, mut attempt: F) -> bool
+/// Call `attempt` until it succeeds (a dead letter has nowhere else to go), backing off
+/// with the partitions paused and the consumer polled; false if shutdown came first.
+async fn retry<F, Fut, E>(
+    config: &Config,
+    consumer: &StreamConsumer<SinkContext>,
+    shutdown: &mut watch::Receiver<bool>,
+    what: &str,
+    mut attempt: F,
+) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let mut backoff = config.consumer.retry_backoff;
-    loop {
-        match attempt().await {
-            Ok(()) => return true,
-            Err(e) => warn!(error = %e, retry_in = ?backoff, "{what} failed; will retry, offsets not committed"),
+    let mut attempts = Policy::new(&config.consumer).attempts();
+    let mut paused: Option<Paused<'_, SinkContext>> = None;
+    let done = loop {
+        let wait = match attempt().await {
+            Ok(()) => break true,
+            Err(e) => {
+                let wait = attempts.backoff();
+                warn!(error = %e, retry_in = ?wait, "{what} failed; will retry, offsets not committed");
+                wait
+            }
+        };
+        let waiting = paused.get_or_insert_with(|| Paused::pause(consumer));
+        if waiting.wait(wait, shutdown).await == Waited::Shutdown {
+            break false;
         }
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|s| *s) => return false,
-            () = tokio::time::sleep(backoff) => {}
+    };
+    if let Some(waiting) = paused {
+        waiting.resume(None);
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(line: u64) -> GameRoundRow {
+        GameRoundRow {
+            upload_id: "u".into(),
+            line,
+            created_timestamp: 0,
+            game_instance_id: String::new(),
+            user_id: String::new(),
+            game_id: String::new(),
+            real_amount_bet: None,
+            bonus_amount_bet: None,
+            real_amount_win: None,
+            bonus_amount_win: None,
+            game_name: String::new(),
+            provider: String::new(),
         }
-        backoff = (backoff * 2).min(config.consumer.retry_backoff_max);
+    }
+
+    #[derive(Debug)]
+    struct Refusal(Retry);
+
+    impl std::fmt::Display for Refusal {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Code: 117, incorrect data ({:?})", self.0)
+        }
+    }
+
+    /// A batch ClickHouse refuses because of two rows: every other row is inserted, the
+    /// two are returned, in about 2 log2(n) inserts per refused row.
+    #[tokio::test]
+    async fn refused_rows_are_isolated_and_the_rest_inserted() {
+        let rows: Vec<GameRoundRow> = (0..100).map(row).collect();
+        let inserted = std::sync::Mutex::new(Vec::new());
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let insert = |part: &[GameRoundRow]| {
+            let _ = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let bad = part.iter().any(|r| r.line == 17 || r.line == 70);
+            if !bad {
+                inserted.lock().expect("lock").extend(part.iter().map(|r| r.line));
+            }
+            std::future::ready(if bad { Err(Refusal(Retry::Permanent)) } else { Ok(()) })
+        };
+        let refused = isolate_refused(&rows, insert, |e: &Refusal| e.0).await.expect("no transient failure");
+        assert_eq!(refused.iter().map(|(r, _)| r.line).collect::<Vec<_>>(), vec![17, 70]);
+        assert!(refused[0].1.contains("Code: 117"));
+        let mut got = inserted.into_inner().expect("lock");
+        got.sort_unstable();
+        assert_eq!(got, (0..100).filter(|l| *l != 17 && *l != 70).collect::<Vec<_>>());
+        assert!(calls.into_inner() <= 30, "a search, not one insert per row");
+    }
+
+    #[tokio::test]
+    async fn a_failure_that_may_pass_stops_the_search() {
+        let rows: Vec<GameRoundRow> = (0..4).map(row).collect();
+        let insert = |_: &[GameRoundRow]| std::future::ready(Err::<(), _>(Refusal(Retry::Unavailable)));
+        assert!(isolate_refused(&rows, insert, |e: &Refusal| e.0).await.is_err());
     }
 }

@@ -27,14 +27,19 @@ pub struct IndexError {
     source: clickhouse::error::Error,
 }
 
-/// What to do about a failed call, decided once from the error (as Vector's
-/// `ClickhouseRetryLogic` does).
+/// What a failure means for the message being processed, decided once from the typed
+/// error (as Vector's `ClickhouseRetryLogic` does). The consumers' retry policy
+/// (`shardflow_kafka::retry`) acts on it; other crates' errors answer the same question.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
-    /// The call may succeed later: transport failures, timeouts, server errors.
-    Retry,
-    /// It never will: the data or the statement is wrong.
-    DontRetry,
+    /// A service could not be reached (refused connection, timeout, 503): nothing is
+    /// known about the message; retried for as long as it lasts.
+    Unavailable,
+    /// May pass (a server error, a file that cannot be written now): retried, up to the
+    /// cap on attempts.
+    Transient,
+    /// Never passes: the data or the statement is wrong. Dead-lettered at once.
+    Permanent,
 }
 
 /// Server codes that say the request itself is wrong: incorrect data (117), type
@@ -55,23 +60,21 @@ impl IndexError {
         self.code
     }
 
-    /// Whether trying again later may succeed.
+    /// What this failure means: the server's code decides when it answered with one
+    /// (117, 53, 62 permanent, any other transient); no answer at all is unavailability;
+    /// a client-side error (rows that do not serialize, a bad parameter) is permanent.
     pub fn retry(&self) -> Retry {
         match (&self.source, self.code) {
-            (_, Some(code)) if PERMANENT_CODES.contains(&code) => Retry::DontRetry,
-            (
-                clickhouse::error::Error::BadResponse(_)
-                | clickhouse::error::Error::Network(_)
-                | clickhouse::error::Error::TimedOut,
-                _,
-            ) => Retry::Retry,
-            _ => Retry::DontRetry,
+            (_, Some(code)) if PERMANENT_CODES.contains(&code) => Retry::Permanent,
+            (clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut, _) => Retry::Unavailable,
+            (clickhouse::error::Error::BadResponse(_), _) => Retry::Transient,
+            _ => Retry::Permanent,
         }
     }
 
-    /// `retry() == Retry::Retry`.
+    /// Whether trying again later may succeed (`retry()` is not permanent).
     pub fn is_retryable(&self) -> bool {
-        self.retry() == Retry::Retry
+        self.retry() != Retry::Permanent
     }
 }
 
@@ -664,7 +667,7 @@ mod tests {
         };
         let err = Index::connect(&config).await.err().expect("no answer means an error");
         assert!(matches!(err.source, clickhouse::error::Error::TimedOut), "{err}");
-        assert!(err.is_retryable());
+        assert_eq!(err.retry(), Retry::Unavailable);
         held.abort();
     }
 
@@ -672,12 +675,12 @@ mod tests {
     fn retry_is_decided_from_the_server_code() {
         let answer = |text: &str| IndexError::new("http://x", clickhouse::error::Error::BadResponse(text.into()));
         let bad_data = answer("Code: 117, e.displayText() = DB::Exception: Incorrect data");
-        assert_eq!((bad_data.code(), bad_data.retry()), (Some(117), Retry::DontRetry));
-        assert_eq!(answer("Code: 53, e.displayText() = Type mismatch").retry(), Retry::DontRetry);
+        assert_eq!((bad_data.code(), bad_data.retry()), (Some(117), Retry::Permanent));
+        assert_eq!(answer("Code: 53, e.displayText() = Type mismatch").retry(), Retry::Permanent);
         let overloaded = answer("Code: 202, e.displayText() = Too many simultaneous queries");
-        assert_eq!((overloaded.code(), overloaded.retry()), (Some(202), Retry::Retry));
+        assert_eq!((overloaded.code(), overloaded.retry()), (Some(202), Retry::Transient));
         // A code that merely starts with a permanent one is another code.
-        assert_eq!(answer("Code: 1170, e.displayText() = x").retry(), Retry::Retry);
+        assert_eq!(answer("Code: 1170, e.displayText() = x").retry(), Retry::Transient);
         assert_eq!(answer("bad gateway").code(), None);
     }
 }

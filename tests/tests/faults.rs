@@ -231,6 +231,8 @@ async fn unwritable_output_is_retried_and_not_committed_until_it_clears() {
         c.consumer.listen = format!("127.0.0.1:{port}").parse().expect("address");
         c.consumer.retry_backoff = Duration::from_millis(50);
         c.consumer.retry_backoff_max = Duration::from_millis(200);
+        // Cleared within the cap on attempts (past it the chunk is dead-lettered: retries.rs).
+        c.consumer.retry_max_attempts = std::num::NonZeroU32::new(1_000).expect("non-zero");
     })
     .await;
     let job = data.publish().await;

@@ -9,6 +9,7 @@
 
 use shardflow_testkit::dataset as common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ const ROWS: usize = 1_000;
 struct Registry {
     registered: Mutex<Vec<(String, String)>>,
     looked_up: Mutex<Vec<u32>>,
+    /// Lookups still to answer 503 Service Unavailable (a registry restarting).
+    unavailable: AtomicUsize,
 }
 
 async fn register(
@@ -42,6 +45,9 @@ async fn register(
 
 async fn schema_by_id(State(registry): State<Arc<Registry>>, Path(id): Path<u32>) -> (StatusCode, Json<Value>) {
     registry.looked_up.lock().expect("lock").push(id);
+    if registry.unavailable.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error_code": 50301, "message": "restarting" })));
+    }
     let registered = registry.registered.lock().expect("lock");
     match registered.first() {
         Some((_, schema)) if id == REGISTRY_ID => (StatusCode::OK, Json(json!({ "schema": schema }))),
@@ -49,8 +55,8 @@ async fn schema_by_id(State(registry): State<Arc<Registry>>, Path(id): Path<u32>
     }
 }
 
-async fn serve_registry() -> (String, Arc<Registry>) {
-    let registry = Arc::new(Registry::default());
+async fn serve_registry(unavailable: usize) -> (String, Arc<Registry>) {
+    let registry = Arc::new(Registry { unavailable: AtomicUsize::new(unavailable), ..Registry::default() });
     let app = Router::new()
         .route("/subjects/{subject}/versions", post(register))
         .route("/schemas/ids/{id}", get(schema_by_id))
@@ -63,7 +69,7 @@ async fn serve_registry() -> (String, Arc<Registry>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_registry_numbers_the_schema_and_the_sink_reads_through_it() {
-    let (registry_url, registry) = serve_registry().await;
+    let (registry_url, registry) = serve_registry(0).await;
     let env = TestEnv::with("schema_registry", |c| {
         c.game_rounds.schema_registry_url = Some(registry_url.parse().expect("registry URL"));
         c.game_rounds.batch_rows = shardflow_testkit::nz(300);
@@ -92,4 +98,27 @@ async fn a_configured_registry_numbers_the_schema_and_the_sink_reads_through_it(
     assert_eq!(*registry.looked_up.lock().expect("lock"), vec![REGISTRY_ID]);
     assert_eq!(env.count("SELECT count() FROM avro_schemas").await, 0);
     assert_eq!(env.count("SELECT count() FROM game_rounds").await, ROWS as u64);
+}
+
+/// A registry that fails for a while (503) is a blip, not a bad message: the sink retries
+/// the lookup, dead-letters nothing, and every row reaches `game_rounds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_fails_for_a_while_dead_letters_no_good_row() {
+    let (registry_url, registry) = serve_registry(5).await;
+    let env = TestEnv::with("registry_blip", |c| {
+        c.game_rounds.schema_registry_url = Some(registry_url.parse().expect("registry URL"));
+        c.game_rounds.batch_rows = shardflow_testkit::nz(300);
+        c.game_rounds.flush_interval = Duration::from_millis(200);
+    });
+    let base = common::serve_api(&env.config).await;
+    let _sink = common::rounds_sink(&env.config_path, None);
+
+    let upload = common::upload_csv(&base, common::rounds_csv(ROWS).as_bytes()).await;
+    let id = upload["upload_id"].as_str().expect("id").to_string();
+    let view = common::reconciled(&base, &id, Duration::from_secs(120)).await;
+    assert_eq!(view["rows_in_clickhouse"], ROWS as u64, "{view}");
+    assert_eq!(env.count("SELECT count() FROM dead_letters").await, 0, "no good row dead-lettered");
+    assert_eq!(env.count("SELECT count() FROM game_rounds").await, ROWS as u64);
+    let lookups = registry.looked_up.lock().expect("lock").len();
+    assert_eq!(lookups, 6, "five failed lookups, retried, then one that answered");
 }
