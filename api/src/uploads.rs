@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Multipart, OriginalUri, Path as UrlPath, Query, State};
+use axum::extract::{OriginalUri, Path as UrlPath, Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use shardflow_rounds::reconcile::UploadState;
 use shardflow_rounds::store::{AggregateFilter, HourSums, UploadRow};
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::{Multipart, MultipartRejection};
 use super::error::ErrorBody;
 use super::upload::receive;
 use super::{ApiError, AppState, Pagination, page, page_links, parse_time, rfc3339};
@@ -163,8 +163,8 @@ pub(crate) async fn csv_upload(
     let received = receive(&state, &headers, multipart, "csv_file", &id, "csv").await?;
     // Check the content before anything is recorded or sent: not CSV, or not ours, is refused whole.
     let checked = {
-        let (path, id) = (received.path.clone(), id.clone());
-        tokio::task::spawn_blocking(move || RoundReader::open(&path, &id).map(|_| ()))
+        let (path, id, max_record) = (received.path.clone(), id.clone(), state.config.api.max_record_bytes);
+        tokio::task::spawn_blocking(move || RoundReader::open(&path, &id, max_record).map(|_| ()))
             .await
             .map_err(|e| ApiError::internal(&e))?
     };
