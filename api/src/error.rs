@@ -2,8 +2,6 @@
 //! `{"error": {"code": ..., "message": ...}}`. Internal causes are logged, not sent.
 
 use axum::Json;
-use axum::extract::multipart::MultipartError;
-use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -88,24 +86,6 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-impl From<MultipartRejection> for ApiError {
-    fn from(rejection: MultipartRejection) -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not_multipart",
-            format!("send the file as multipart/form-data: {}", rejection.body_text()),
-        )
-    }
-}
-
-impl From<MultipartError> for ApiError {
-    fn from(e: MultipartError) -> Self {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_multipart" };
-        Self::new(status, code, e.body_text())
-    }
-}
-
 impl From<CsvError> for ApiError {
     fn from(e: CsvError) -> Self {
         match e {
@@ -136,6 +116,9 @@ impl From<RoundsError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if let Some(timeout) = super::body::caused_by::<super::body::BodyTimeout>(&rejection) {
+            return super::body::timed_out(timeout);
+        }
         let status = match rejection {
             JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,

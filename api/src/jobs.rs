@@ -410,7 +410,7 @@ pub struct DeadLetterView {
 async fn job_view(state: &AppState, id: &str) -> Result<JobView, ApiError> {
     let job = state.index.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     let outputs = outputs_of(state, id).await?;
-    let dead = state.index.dead_letters(id).await?;
+    let dead = state.index.dead_letter_reasons(id).await?;
     let issues = state.index.value_issues(id).await?;
     Ok(JobView {
         value_issues: issues

@@ -12,6 +12,7 @@
 //! mutating route requires `Authorization: Bearer <token>`.
 #![warn(missing_docs)]
 
+mod body;
 mod datasets;
 mod error;
 mod idempotency;
@@ -140,8 +141,9 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API's routes and their OpenAPI document.
 pub fn router(state: Arc<AppState>) -> axum::Router {
-    // Uploads stream to disk and count their own bytes (api.max_upload_bytes); every
-    // other body is read whole, so it stays small.
+    // Uploads stream to disk and count their own bytes (api.max_upload_bytes, and the
+    // multipart limits of `body`); every other body is read whole, so it stays small.
+    // Every body must keep arriving (api.body_timeout, the outermost layer).
     let uploads = OpenApiRouter::new()
         .routes(routes!(upload::shards))
         .routes(routes!(uploads::csv_upload))
@@ -169,6 +171,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body::body_timeout))
         .with_state(state)
         .merge(docs)
 }

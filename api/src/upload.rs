@@ -1,6 +1,7 @@
 //! Uploads: a multipart field streamed to a file under the first data root, never held
 //! whole in memory, refused with 413 past `api.max_upload_bytes` (the partial file is
-//! removed); and `POST /shards`, which submits an uploaded Parquet or CSV shard.
+//! removed) or past the multipart limits of [`super::body`]; and `POST /shards`, which
+//! submits an uploaded Parquet or CSV shard, each CSV row at most `api.max_record_bytes`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,19 +10,19 @@ use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use axum::Extension;
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{ConnectInfo, Multipart, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use shardflow_storage::shard::ShardError;
-use shardflow_storage::table::{Format, Table, infer_csv_schema};
-use shardflow_storage::text::{TextError, is_null, open_text};
+use shardflow_storage::table::{Format, Table, infer_csv_schema_within};
+use shardflow_storage::text::{TextError, excerpt, is_null, open_text};
 use shardflow_storage::write_atomically;
 use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
+use super::body::{FormLimits, Multipart, MultipartRejection, multipart_error};
 use super::error::ErrorBody;
 use super::idempotency::{Claim, Route, still_running};
 use super::jobs::Accepted;
@@ -48,7 +49,8 @@ pub(super) async fn receive(
     id: &str,
     extension: &str,
 ) -> Result<Received, ApiError> {
-    let limit = state.config.api.max_upload_bytes;
+    let api = &state.config.api;
+    let limit = api.max_upload_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -62,12 +64,29 @@ pub(super) async fn receive(
     if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
         return Err(too_large());
     }
-    let mut multipart = multipart?;
+    let limits = FormLimits {
+        file_field: field,
+        file_bytes: limit,
+        field_bytes: api.max_field_bytes,
+        header_bytes: api.max_part_header_bytes,
+    };
+    let mut multipart = multipart?.fields(&limits);
+    let unreadable = |e: multer::Error| multipart_error(&e, field, limit);
     let dir = state.config.storage.data_roots[0].join("uploads");
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(&e))?;
     let path = dir.join(format!("{id}.{extension}"));
     let partial = dir.join(format!("{id}.{extension}.part"));
-    while let Some(mut part) = multipart.next_field().await? {
+    let mut parts = 0;
+    while let Some(mut part) = multipart.next_field().await.map_err(unreadable)? {
+        parts += 1;
+        if parts > api.max_parts {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the form has more than api.max_parts = {} parts", api.max_parts),
+            ));
+        }
+        // Another field is skipped by the next `next_field`, under api.max_field_bytes.
         if part.name() != Some(field) {
             continue;
         }
@@ -76,7 +95,7 @@ pub(super) async fn receive(
             tokio::io::BufWriter::new(tokio::fs::File::create(&partial).await.map_err(|e| ApiError::internal(&e))?);
         let mut bytes = 0u64;
         let written: Result<(), ApiError> = async {
-            while let Some(chunk) = part.chunk().await? {
+            while let Some(chunk) = part.chunk().await.map_err(unreadable)? {
                 bytes += chunk.len() as u64;
                 if bytes > limit {
                     return Err(too_large());
@@ -179,7 +198,8 @@ pub(crate) async fn shards(
     let shard = received.path.with_extension("parquet");
     let converted = {
         let (from, to, dataset) = (received.path.clone(), shard.clone(), options.dataset.clone());
-        tokio::task::spawn_blocking(move || as_parquet(&from, &to, dataset.as_deref()))
+        let max_record = state.config.api.max_record_bytes;
+        tokio::task::spawn_blocking(move || as_parquet(&from, &to, dataset.as_deref(), max_record))
             .await
             .map_err(|e| ApiError::internal(&e))?
     };
@@ -200,8 +220,8 @@ pub(crate) async fn shards(
 
 /// Keep a Parquet upload as is; convert a CSV one to Parquet: its `Amount` column for the
 /// `Amount` dataset (named, or not named and the CSV has that column), every column
-/// otherwise.
-fn as_parquet(upload: &Path, shard: &Path, dataset: Option<&str>) -> Result<(), ApiError> {
+/// otherwise. A CSV row longer than `max_record` bytes refuses the file.
+fn as_parquet(upload: &Path, shard: &Path, dataset: Option<&str>, max_record: u64) -> Result<(), ApiError> {
     let mut head = [0u8; 4];
     let is_parquet = std::fs::File::open(upload)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
@@ -210,17 +230,20 @@ fn as_parquet(upload: &Path, shard: &Path, dataset: Option<&str>) -> Result<(), 
         return std::fs::rename(upload, shard).map_err(|e| ApiError::internal(&e));
     }
     check_text(upload)?;
-    let inferred = infer_csv_schema(upload).map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
+    let inferred = infer_csv_schema_within(upload, max_record).map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
     let amount = inferred.fields().iter().find(|f| f.name().trim().eq_ignore_ascii_case(AMOUNT)).map(|f| f.name());
     match (dataset, amount) {
-        (_, Some(column)) if dataset.is_none_or(|d| d == AMOUNT) => amount_to_parquet(upload, shard, &inferred, column),
+        (_, Some(column)) if dataset.is_none_or(|d| d == AMOUNT) => {
+            amount_to_parquet(upload, shard, &inferred, column, max_record)
+        }
         (Some(AMOUNT), None) => {
             let names: Vec<&str> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
             Err(bad_csv(format!("the CSV has no `{AMOUNT}` column (columns: {})", names.join(", "))))
         }
         _ => {
             let table = Table::open_as(upload, Format::Csv, &[], Some(inferred.clone()))
-                .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
+                .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?
+                .with_max_record_bytes(max_record);
             write_shard(shard, table, inferred, |batch, _| Ok(batch))
         }
     }
@@ -282,7 +305,13 @@ fn write_shard(
 
 /// Stream a CSV's `Amount` column (named `column` in it) into a Parquet shard, refusing
 /// the whole file (400, with the line) at the first value that is not a finite number.
-fn amount_to_parquet(csv_path: &Path, shard: &Path, inferred: &Schema, column: &str) -> Result<(), ApiError> {
+fn amount_to_parquet(
+    csv_path: &Path,
+    shard: &Path,
+    inferred: &Schema,
+    column: &str,
+    max_record: u64,
+) -> Result<(), ApiError> {
     // Every column as inferred, the amount as text whatever its first rows looked like: each
     // value is then parsed here, so that a bad one is refused with its line.
     let fields: Vec<Field> = inferred
@@ -291,7 +320,8 @@ fn amount_to_parquet(csv_path: &Path, shard: &Path, inferred: &Schema, column: &
         .map(|f| if f.name() == column { Field::new(f.name(), DataType::Utf8, true) } else { f.as_ref().clone() })
         .collect();
     let table = Table::open_as(csv_path, Format::Csv, &[column.to_string()], Some(Arc::new(Schema::new(fields))))
-        .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?;
+        .map_err(|e| bad_csv(format!("CSV: {}", reason(e))))?
+        .with_max_record_bytes(max_record);
     let schema = Arc::new(Schema::new(vec![Field::new(AMOUNT, DataType::Float64, true)]));
     write_shard(shard, table, schema.clone(), |batch, line| {
         let Some(texts) = batch.column(0).as_any().downcast_ref::<StringArray>() else {
@@ -303,7 +333,7 @@ fn amount_to_parquet(csv_path: &Path, shard: &Path, inferred: &Schema, column: &
             values.push(match text.parse::<f64>() {
                 _ if is_null(text) => None,
                 Ok(x) if x.is_finite() => Some(x),
-                _ => return Err(format!("CSV line {}: {AMOUNT} {text:?} is not a finite number", line + i)),
+                _ => return Err(format!("CSV line {}: {AMOUNT} {} is not a finite number", line + i, excerpt(text))),
             });
         }
         RecordBatch::try_new(schema.clone(), vec![Arc::new(Float64Array::from(values))]).map_err(|e| e.to_string())

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Multipart, OriginalUri, Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, OriginalUri, Path as UrlPath, Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use shardflow_rounds::reconcile::UploadState;
@@ -15,6 +14,7 @@ use shardflow_rounds::store::{AggregateFilter, HourSums, UploadRow};
 use std::net::SocketAddr;
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::{Multipart, MultipartRejection};
 use super::error::ErrorBody;
 use super::idempotency::{Claim, Route, still_running};
 use super::upload::receive;
@@ -171,8 +171,8 @@ pub(crate) async fn csv_upload(
     let received = receive(&state, &headers, multipart, "csv_file", &id, "csv").await?;
     // Check the content before anything is recorded or sent: not CSV, or not ours, is refused whole.
     let checked = {
-        let (path, id) = (received.path.clone(), id.clone());
-        tokio::task::spawn_blocking(move || RoundReader::open(&path, &id).map(|_| ()))
+        let (path, id, max_record) = (received.path.clone(), id.clone(), state.config.api.max_record_bytes);
+        tokio::task::spawn_blocking(move || RoundReader::open(&path, &id, max_record).map(|_| ()))
             .await
             .map_err(|e| ApiError::internal(&e))?
     };

@@ -238,6 +238,18 @@ pub struct ApiConfig {
     /// the same upload; 0 turns this off.
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
+    /// A request body that sends no byte for this long is answered 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Longest header block of one part of a multipart upload (and of the preamble).
+    pub max_part_header_bytes: u64,
+    /// Most parts in one multipart upload.
+    pub max_parts: usize,
+    /// Largest form field of a multipart upload other than the file.
+    pub max_field_bytes: u64,
+    /// Longest CSV record (row) of an upload: a shard with a longer one is refused, a
+    /// game-rounds row longer is a bad row.
+    pub max_record_bytes: u64,
 }
 
 impl ApiConfig {
@@ -417,6 +429,12 @@ impl Config {
         }
         if self.api.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
             return bad("api.token must not be empty: leave it out to require no token".into());
+        }
+        if self.api.body_timeout.is_zero() {
+            return bad("api.body_timeout must be longer than 0 s".into());
+        }
+        if self.api.max_parts == 0 || self.api.max_part_header_bytes == 0 || self.api.max_record_bytes == 0 {
+            return bad("api.max_parts, api.max_part_header_bytes and api.max_record_bytes must be at least 1".into());
         }
         if self.consumer.dead_letter_suffix.is_empty() {
             return bad("consumer.dead_letter_suffix must not be empty: dead letters need their own topic".into());

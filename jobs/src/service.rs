@@ -477,16 +477,16 @@ impl JobService {
                 JobStatus::Published => {
                     let rows;
                     (done, rows) = self.index.progress(job_id).await?;
-                    let dead = self.index.dead_letters(job_id).await?;
-                    if done + dead.len() as u64 >= job.chunks {
-                        return match dead.first() {
+                    let (dead, first) = self.index.dead_letter_count(job_id).await?;
+                    if done + dead >= job.chunks {
+                        return match first {
                             None => Ok(Finished { job_id: job.job_id, rows, chunks: job.chunks }),
-                            Some(first) => Err(WaitError::DeadLetters {
+                            Some((first_chunk, first_error)) => Err(WaitError::DeadLetters {
                                 job_id: job.job_id,
-                                dead: dead.len() as u64,
+                                dead,
                                 chunks: job.chunks,
-                                first_chunk: first.chunk,
-                                first_error: first.error.clone(),
+                                first_chunk,
+                                first_error,
                             }),
                         };
                     }

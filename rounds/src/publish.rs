@@ -23,7 +23,7 @@ use shardflow_kafka as kafka;
 use shardflow_kafka::in_flight::{InFlight, Outgoing};
 use shardflow_schemas::CodecError;
 use shardflow_schemas::rounds::{GAME_ROUND_AVSC, GameRound, RoundCodec};
-use shardflow_storage::text::{TextError, csv_reader, is_null, open_text};
+use shardflow_storage::text::{CutLines, LongRecord, RecordCap, TextError, csv_reader, excerpt, is_null, open_text};
 use shardflow_store::{Index, IndexError, UploadStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
@@ -84,9 +84,13 @@ impl From<TextError> for CsvError {
     }
 }
 
-/// Reads game rounds from a CSV file, one row at a time.
+/// Reads game rounds from a CSV file, one row at a time, each row at most
+/// `max_record_bytes`: a longer one is a bad row, of which only that much was read.
 pub struct RoundReader {
-    reader: csv::Reader<DecodeReaderBytes<File, Vec<u8>>>,
+    reader: csv::Reader<RecordCap<DecodeReaderBytes<File, Vec<u8>>>>,
+    /// Lines of rows cut at the cap, not yet reported.
+    cut: CutLines,
+    max_record_bytes: u64,
     /// Position of each of [`COLUMNS`] in the file's rows.
     index: [usize; COLUMNS.len()],
     /// Fields in the header: every row must have as many.
@@ -96,13 +100,22 @@ pub struct RoundReader {
 }
 
 impl RoundReader {
-    /// Open `path`, check that it is CSV text and map the header.
+    /// Open `path`, check that it is CSV text and map the header; rows are read up to
+    /// `max_record_bytes` each.
     ///
     /// # Errors
-    /// [`CsvError`] when the file is not CSV or lacks columns.
-    pub fn open(path: &Path, upload_id: &str) -> Result<Self, CsvError> {
-        let mut reader = csv_reader(open_text(path)?);
+    /// [`CsvError`] when the file is not CSV, its header is longer than
+    /// `max_record_bytes`, or it lacks columns.
+    pub fn open(path: &Path, upload_id: &str, max_record_bytes: u64) -> Result<Self, CsvError> {
+        let text = RecordCap::new(open_text(path)?, max_record_bytes, LongRecord::Cut, false);
+        let cut = text.cut_lines();
+        let mut reader = csv_reader(text);
         let headers = reader.headers().map_err(|e| CsvError::NotCsv(format!("header line: {e}")))?.clone();
+        if cut.lock().is_ok_and(|c| c.contains(&1)) {
+            return Err(CsvError::NotCsv(format!(
+                "the header line is longer than api.max_record_bytes = {max_record_bytes} bytes"
+            )));
+        }
         let names: Vec<String> =
             headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase()).collect();
         let mut index = [0; COLUMNS.len()];
@@ -116,7 +129,15 @@ impl RoundReader {
         if !missing.is_empty() {
             return Err(CsvError::MissingColumns { missing: missing.join(", ") });
         }
-        Ok(Self { reader, index, width: names.len(), record: StringRecord::new(), upload_id: upload_id.to_string() })
+        Ok(Self {
+            reader,
+            cut,
+            max_record_bytes,
+            index,
+            width: names.len(),
+            record: StringRecord::new(),
+            upload_id: upload_id.to_string(),
+        })
     }
 
     /// The next row: `None` at the end, `Some(Err)` for a row that cannot be read.
@@ -128,16 +149,37 @@ impl RoundReader {
             Ok(false) => Ok(None),
             Ok(true) => {
                 let line = self.record.position().map_or(0, csv::Position::line);
+                if let Some(bad) = self.was_cut(line) {
+                    return Ok(Some(Err(bad)));
+                }
                 Ok(Some(self.round(line).map_err(|reason| BadRow { line, reason })))
             }
             Err(e) => {
                 let line = e.position().map_or(0, csv::Position::line);
                 match e.into_kind() {
                     csv::ErrorKind::Io(e) => Err(CsvError::Io(e)),
-                    kind => Ok(Some(Err(BadRow { line, reason: describe(&kind) }))),
+                    kind => Ok(Some(Err(self.was_cut(line).unwrap_or(BadRow { line, reason: describe(&kind) })))),
                 }
             }
         }
+    }
+
+    /// The bad row for the row at `line` when it was cut at the cap.
+    fn was_cut(&self, line: u64) -> Option<BadRow> {
+        let mut cut = self.cut.lock().ok()?;
+        while cut.front().is_some_and(|&l| l < line) {
+            cut.pop_front();
+        }
+        (cut.front() == Some(&line)).then(|| {
+            cut.pop_front();
+            BadRow {
+                line,
+                reason: format!(
+                    "the row is longer than api.max_record_bytes = {} bytes (its first bytes were read, the rest skipped)",
+                    self.max_record_bytes
+                ),
+            }
+        })
     }
 
     fn round(&self, line: u64) -> Result<GameRound, String> {
@@ -153,7 +195,8 @@ impl RoundReader {
         Ok(GameRound {
             upload_id: self.upload_id.clone(),
             line,
-            created_timestamp_ms: timestamp(field(0)).map_err(|e| format!("created_timestamp {:?}: {e}", field(0)))?,
+            created_timestamp_ms: timestamp(field(0))
+                .map_err(|e| format!("created_timestamp {}: {e}", excerpt(field(0))))?,
             game_instance_id: id(1)?,
             user_id: id(2)?,
             game_id: id(3)?,
@@ -196,8 +239,8 @@ fn amount(text: &str) -> Result<Option<f64>, String> {
     }
     match text.parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(Some(x)),
-        Ok(_) => Err(format!("{text:?} is not finite")),
-        Err(_) => Err(format!("{text:?} is not a number")),
+        Ok(_) => Err(format!("{} is not finite", excerpt(text))),
+        Err(_) => Err(format!("{} is not a number", excerpt(text))),
     }
 }
 
@@ -240,6 +283,7 @@ pub struct RoundsPublisher {
     codec: RoundCodec,
     topic: String,
     max_in_flight: usize,
+    max_record_bytes: u64,
 }
 
 impl RoundsPublisher {
@@ -261,7 +305,14 @@ impl RoundsPublisher {
                 codec = codec.with_schema_id(id);
             }
         }
-        Ok(Self { producer: kafka::bulk_producer(&config.kafka)?, store, codec, topic, max_in_flight: 20_000 })
+        Ok(Self {
+            producer: kafka::bulk_producer(&config.kafka)?,
+            store,
+            codec,
+            topic,
+            max_in_flight: 20_000,
+            max_record_bytes: config.api.max_record_bytes,
+        })
     }
 
     /// Publish the CSV at `path` (already checked with [`RoundReader::open`]) as upload
@@ -358,9 +409,10 @@ impl RoundsPublisher {
         let (tx, mut rx) = mpsc::channel::<Item>(4);
         let codec = self.codec.clone();
         let id = upload_id.to_string();
+        let max_record_bytes = self.max_record_bytes;
         let reader = tokio::task::spawn_blocking(move || {
             let read = || -> Result<Summary, RoundsError> {
-                let mut rows = RoundReader::open(&path, &id)?;
+                let mut rows = RoundReader::open(&path, &id, max_record_bytes)?;
                 let mut summary = Summary::default();
                 let mut batch = Vec::new();
                 while let Some(row) = rows.next_round()? {
@@ -452,7 +504,7 @@ mod tests {
     }
 
     fn read_all(path: &Path) -> (Vec<GameRound>, Vec<BadRow>) {
-        let mut reader = RoundReader::open(path, "u").expect("open");
+        let mut reader = RoundReader::open(path, "u", 1 << 20).expect("open");
         let (mut good, mut bad) = (Vec::new(), Vec::new());
         while let Some(row) = reader.next_round().expect("read") {
             match row {
@@ -524,13 +576,39 @@ mod tests {
     }
 
     #[test]
+    fn a_row_longer_than_the_cap_is_one_bad_row_with_a_short_reason() {
+        let long = "9".repeat(5000);
+        let text = format!(
+            "{HEADER}\n2024-01-01 00:00:00,r1,1,7,{long},1,1,1,A,B\n2024-01-01 00:00:00,r2,1,7,{long}x,1,1,1,A,B\n\
+             2024-01-01 00:00:00,r3,1,7,1,1,1,1,A,B\n"
+        );
+        let file = write(text.as_bytes());
+        let mut reader = RoundReader::open(file.path(), "u", 1000).expect("open");
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        while let Some(row) = reader.next_round().expect("read") {
+            match row {
+                Ok(r) => good.push(r),
+                Err(b) => bad.push(b),
+            }
+        }
+        assert_eq!(good.iter().map(|r| r.line).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(bad.iter().all(|b| b.reason.contains("max_record_bytes = 1000")), "{bad:?}");
+        // Under the cap, a bad value is quoted only in part.
+        let reader = RoundReader::open(file.path(), "u", 1 << 20).map(|mut r| r.next_round());
+        let Ok(Ok(Some(Err(bad)))) = reader else { panic!("a bad row") };
+        assert!(bad.reason.contains("is not finite") || bad.reason.contains("not a number"), "{}", bad.reason);
+        assert!(bad.reason.len() < 300, "{}", bad.reason);
+    }
+
+    #[test]
     fn binary_and_headerless_files_are_refused() {
         let png = write(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01");
-        assert!(matches!(RoundReader::open(png.path(), "u"), Err(CsvError::NotCsv(_))));
+        assert!(matches!(RoundReader::open(png.path(), "u", 1 << 20), Err(CsvError::NotCsv(_))));
         let empty = write(b"");
-        assert!(matches!(RoundReader::open(empty.path(), "u"), Err(CsvError::NotCsv(_))));
+        assert!(matches!(RoundReader::open(empty.path(), "u", 1 << 20), Err(CsvError::NotCsv(_))));
         let other = write(b"a,b,c\n1,2,3\n");
-        let err = RoundReader::open(other.path(), "u").err().expect("missing columns");
+        let err = RoundReader::open(other.path(), "u", 1 << 20).err().expect("missing columns");
         assert!(matches!(err, CsvError::MissingColumns { .. }));
         assert!(err.to_string().contains("created_timestamp"), "{err}");
     }

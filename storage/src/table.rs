@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use encoding_rs_io::DecodeReaderBytes;
 
 use crate::shard::{ShardError, sample_rows};
-use crate::text::{NULL_PATTERN, TextError, open_text};
+use crate::text::{DEFAULT_MAX_RECORD_BYTES, LongRecord, NULL_PATTERN, RecordCap, TextError, open_text};
 
 /// Rows read per batch.
 const BATCH_ROWS: usize = 65_536;
@@ -43,7 +43,7 @@ pub fn list_table_shards(dir: &Path) -> Result<Vec<PathBuf>, ShardError> {
 
 enum Source {
     Parquet(ParquetRecordBatchReaderBuilder<File>),
-    Csv { path: PathBuf, schema: SchemaRef },
+    Csv { path: PathBuf, schema: SchemaRef, max_record_bytes: u64 },
 }
 
 /// How a shard's bytes are laid out.
@@ -78,20 +78,31 @@ fn csv_format() -> arrow_csv::reader::Format {
 /// # Errors
 /// [`ShardError::NotCsv`] when it is not CSV text with a header row.
 pub fn infer_csv_schema(path: &Path) -> Result<SchemaRef, ShardError> {
+    infer_csv_schema_within(path, DEFAULT_MAX_RECORD_BYTES)
+}
+
+/// As [`infer_csv_schema`], refusing a record longer than `max_record_bytes`.
+///
+/// # Errors
+/// [`ShardError::NotCsv`] when it is not CSV text with a header row, or has a longer record.
+pub fn infer_csv_schema_within(path: &Path, max_record_bytes: u64) -> Result<SchemaRef, ShardError> {
     let not_csv = |reason: String| ShardError::NotCsv { path: path.display().to_string(), reason };
-    let (schema, _) =
-        csv_format().infer_schema(open_csv(path)?, Some(CSV_INFER_ROWS)).map_err(|e| not_csv(e.to_string()))?;
+    let (schema, _) = csv_format()
+        .infer_schema(open_csv(path, max_record_bytes)?, Some(CSV_INFER_ROWS))
+        .map_err(|e| not_csv(e.to_string()))?;
     Ok(Arc::new(schema))
 }
 
-/// A CSV shard as decoded text (UTF-8, or UTF-16 behind a BOM).
-fn open_csv(path: &Path) -> Result<DecodeReaderBytes<File, Vec<u8>>, ShardError> {
-    open_text(path).map_err(|e| match e {
+/// A CSV shard as decoded text (UTF-8, or UTF-16 behind a BOM), each record at most
+/// `max_record_bytes` (csv-core's default terminator ends a record at `\r` too).
+fn open_csv(path: &Path, max_record_bytes: u64) -> Result<RecordCap<DecodeReaderBytes<File, Vec<u8>>>, ShardError> {
+    let text = open_text(path).map_err(|e| match e {
         TextError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
             ShardError::NotFound(path.display().to_string())
         }
         other => ShardError::NotCsv { path: path.display().to_string(), reason: other.to_string() },
-    })
+    })?;
+    Ok(RecordCap::new(text, max_record_bytes, LongRecord::Refuse, true))
 }
 
 fn open_file(path: &Path) -> Result<File, ShardError> {
@@ -134,7 +145,12 @@ impl Table {
                     infer_csv_schema(path)?
                 }
             };
-            (Source::Csv { path: path.to_path_buf(), schema: schema.clone() }, schema)
+            let source = Source::Csv {
+                path: path.to_path_buf(),
+                schema: schema.clone(),
+                max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            };
+            (source, schema)
         } else {
             let builder = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| ShardError::NotParquet { path: shown.clone(), reason: e.to_string() })?;
@@ -163,6 +179,16 @@ impl Table {
         Ok(Self { shown, source, indices, schema })
     }
 
+    /// Refuse a CSV record longer than `max` bytes (default
+    /// [`DEFAULT_MAX_RECORD_BYTES`]); no effect on Parquet.
+    #[must_use]
+    pub fn with_max_record_bytes(mut self, max: u64) -> Self {
+        if let Source::Csv { max_record_bytes, .. } = &mut self.source {
+            *max_record_bytes = max;
+        }
+        self
+    }
+
     /// The wanted columns, in file order.
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -181,16 +207,16 @@ impl Table {
     /// # Errors
     /// [`ShardError::Read`] when a CSV file cannot be read to the end.
     pub fn num_rows(&self) -> Result<u64, ShardError> {
-        let (path, schema) = match &self.source {
+        let (path, schema, max_record_bytes) = match &self.source {
             Source::Parquet(builder) => {
                 return Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0));
             }
-            Source::Csv { path, schema } => (path.clone(), schema.clone()),
+            Source::Csv { path, schema, max_record_bytes } => (path.clone(), schema.clone(), *max_record_bytes),
         };
         // No column projected: the reader only counts the rows, parsing no field.
         let counting = Self {
             shown: self.shown.clone(),
-            source: Source::Csv { path, schema },
+            source: Source::Csv { path, schema, max_record_bytes },
             indices: Vec::new(),
             schema: self.schema.clone(),
         };
@@ -235,12 +261,12 @@ impl Table {
                     .map_err(|e| ShardError::Read { path: self.shown.clone(), reason: e.to_string() })?;
                 Ok(Box::new(reader.map(move |b| b.map_err(&read))))
             }
-            Source::Csv { path, schema } => {
+            Source::Csv { path, schema, max_record_bytes } => {
                 let reader = arrow_csv::ReaderBuilder::new(schema)
                     .with_format(csv_format())
                     .with_batch_size(batch_rows)
                     .with_projection(self.indices)
-                    .build(open_csv(&path)?)
+                    .build(open_csv(&path, max_record_bytes)?)
                     .map_err(|e| ShardError::NotCsv { path: self.shown.clone(), reason: e.to_string() })?;
                 Ok(Box::new(reader.map(move |b| b.map_err(&read))))
             }

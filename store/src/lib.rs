@@ -166,6 +166,19 @@ pub struct DeadLetterRow {
     pub created_at: u32,
 }
 
+/// A dead letter's place and reason, as a job's view shows it (its payload stays in ClickHouse).
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+pub struct DeadLetterReason {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Chunk header, or -1.
+    pub chunk: i64,
+    /// Why it cannot be processed.
+    pub error: String,
+}
+
 /// A registered model.
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 pub struct ModelRow {
@@ -250,28 +263,86 @@ pub struct ModelSummary {
     pub components: u32,
 }
 
+/// A value bound to one `?` of a summary query.
+#[derive(Clone, Copy)]
+enum Bound<'a> {
+    Text(&'a str),
+    Time(u32),
+}
+
+fn bind_all(mut query: clickhouse::query::Query, values: &[Bound<'_>]) -> clickhouse::query::Query {
+    for value in values {
+        query = match *value {
+            Bound::Text(text) => query.bind(text),
+            Bound::Time(seconds) => query.bind(seconds),
+        };
+    }
+    query
+}
+
+/// The `WHERE` on `jobs FINAL` that `filter` asks for (empty for none), and its values.
+fn job_conditions(filter: &JobFilter) -> (String, Vec<Bound<'_>>) {
+    let (mut conditions, mut values) = (Vec::new(), Vec::new());
+    if let Some(id) = &filter.job_id {
+        conditions.push("job_id = ?");
+        values.push(Bound::Text(id));
+    }
+    if let Some(dataset) = &filter.dataset {
+        conditions.push("dataset = ?");
+        values.push(Bound::Text(dataset));
+    }
+    if let Some(since) = filter.since {
+        conditions.push("created_at >= toDateTime(?)");
+        values.push(Bound::Time(since));
+    }
+    if let Some(until) = filter.until {
+        conditions.push("created_at < toDateTime(?)");
+        values.push(Bound::Time(until));
+    }
+    let sql = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    (sql, values)
+}
+
 /// Jobs with their progress: a job is `done` when every chunk has outputs, and never
 /// `done` when a chunk was dead-lettered. One definition, used by one job and by lists.
 /// The statuses' names come from [`JobStatus`] and [`JobState`], the one place they are spelt.
-fn job_summaries() -> String {
+///
+/// Outputs and dead letters are counted inside subqueries filtered to the jobs selected
+/// (one job by `outputs`' key), reading only the columns counted, so that one job's
+/// summary does not read other jobs' history. Returns the SQL and its values in order.
+fn job_summaries(filter: &JobFilter) -> (String, Vec<Bound<'_>>) {
     let published = JobStatus::Published.as_str();
     let (running, done, with_dead) =
         (JobState::Running.as_str(), JobState::Done.as_str(), JobState::DoneWithDeadLetters.as_str());
-    format!(
+    let (jobs, job_values) = job_conditions(filter);
+    let (history, history_values) = match &filter.job_id {
+        Some(id) => ("WHERE job_id = ?".to_string(), vec![Bound::Text(id.as_str())]),
+        None if jobs.is_empty() => (String::new(), Vec::new()),
+        None => (format!("WHERE job_id IN (SELECT job_id FROM jobs FINAL {jobs})"), job_values.clone()),
+    };
+    let state = if filter.status.is_some() { "WHERE state = ?" } else { "" };
+    let sql = format!(
         "SELECT job_id, dataset, source, model_id, \
              multiIf(status = '{published}' AND dead > 0 AND done + dead >= chunks, '{with_dead}', \
                      status = '{published}' AND done >= chunks, '{done}', \
                      status = '{published}', '{running}', status) AS state, \
              rows, chunks, done, rows_done, dead, error, created_at, updated_at \
-         FROM (SELECT * FROM jobs FINAL WHERE (? = '' OR job_id = ?) AND (? = '' OR dataset = ?) \
-               AND created_at >= toDateTime(?) AND created_at < toDateTime(?)) \
+         FROM (SELECT job_id, dataset, source, model_id, status, rows, chunks, error, created_at, updated_at \
+               FROM jobs FINAL {jobs}) \
          ANY LEFT JOIN ( \
              SELECT job_id, sum(o) AS done, sum(r) AS rows_done, sum(d) AS dead FROM ( \
-                 SELECT job_id, toUInt64(1) AS o, rows AS r, toUInt64(0) AS d FROM outputs FINAL \
-                 UNION ALL SELECT job_id, toUInt64(0), toUInt64(0), toUInt64(1) FROM dead_letters FINAL) \
+                 SELECT job_id, toUInt64(1) AS o, rows AS r, toUInt64(0) AS d FROM outputs FINAL {history} \
+                 UNION ALL SELECT job_id, toUInt64(0), toUInt64(0), toUInt64(1) FROM dead_letters FINAL {history}) \
              GROUP BY job_id) USING job_id \
-         WHERE (? = '' OR state = ?)"
-    )
+         {state}"
+    );
+    let mut values = job_values;
+    values.extend(history_values.iter().copied());
+    values.extend(history_values);
+    if let Some(status) = filter.status {
+        values.push(Bound::Text(status.as_str()));
+    }
+    (sql, values)
 }
 
 /// Seconds since the epoch, as ClickHouse `DateTime` stores them.
@@ -499,25 +570,20 @@ impl Index {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<JobSummary>, u64), IndexError> {
-        // `? = '' OR column = ?`: an absent filter binds '' and matches every row.
-        let job_id = filter.job_id.as_deref().unwrap_or("");
-        let dataset = filter.dataset.as_deref().unwrap_or("");
-        let status = filter.status.map_or("", JobState::as_str);
-        let bind = |q: clickhouse::query::Query| {
-            q.bind(job_id)
-                .bind(job_id)
-                .bind(dataset)
-                .bind(dataset)
-                .bind(filter.since.unwrap_or(0))
-                .bind(filter.until.unwrap_or(u32::MAX))
-                .bind(status)
-                .bind(status)
+        let (summaries, values) = job_summaries(filter);
+        let page = bind_all(
+            self.client.query(&format!("{summaries} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?")),
+            &values,
+        )
+        .bind(offset)
+        .bind(limit);
+        // Without a status to match, the total needs no progress.
+        let total = if filter.status.is_some() {
+            bind_all(self.client.query(&format!("SELECT count() FROM ({summaries})")), &values)
+        } else {
+            let (jobs, values) = job_conditions(filter);
+            bind_all(self.client.query(&format!("SELECT count() FROM jobs FINAL {jobs}")), &values)
         };
-        let page =
-            bind(self.client.query(&format!("{} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?", job_summaries())))
-                .bind(offset)
-                .bind(limit);
-        let total = bind(self.client.query(&format!("SELECT count() FROM ({})", job_summaries())));
         Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
     }
 
@@ -527,7 +593,8 @@ impl Index {
     /// When ClickHouse refuses or does not answer.
     pub async fn job_summary(&self, job_id: &str) -> Result<Option<JobSummary>, IndexError> {
         let filter = JobFilter { job_id: Some(job_id.to_string()), ..JobFilter::default() };
-        Ok(self.jobs(&filter, 0, 1).await?.0.pop())
+        let (summaries, values) = job_summaries(&filter);
+        self.run(bind_all(self.client.query(&format!("{summaries} LIMIT 1")), &values).fetch_optional()).await
     }
 
     /// Record a chunk's outputs (a repeat for the same chunk replaces, never adds).
@@ -586,6 +653,37 @@ impl Index {
                 .fetch_all(),
         )
         .await
+    }
+
+    /// A job's dead letters without their payloads, in chunk order.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn dead_letter_reasons(&self, job_id: &str) -> Result<Vec<DeadLetterReason>, IndexError> {
+        self.run(
+            self.client
+                .query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk")
+                .bind(job_id)
+                .fetch_all(),
+        )
+        .await
+    }
+
+    /// How many of a job's messages were dead-lettered, and the first of them (lowest
+    /// chunk) with its reason.
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn dead_letter_count(&self, job_id: &str) -> Result<(u64, Option<(i64, String)>), IndexError> {
+        let (count, chunk, error) = self
+            .run(
+                self.client
+                    .query("SELECT count(), min(chunk), argMin(error, chunk) FROM dead_letters FINAL WHERE job_id = ?")
+                    .bind(job_id)
+                    .fetch_one::<(u64, i64, String)>(),
+            )
+            .await?;
+        Ok((count, (count > 0).then_some((chunk, error))))
     }
 
     /// Register a model.
