@@ -48,7 +48,7 @@ sql() { curl -fsS http://127.0.0.1:8123/ --data-binary "$1"; }
 "$producer" --config "$work/config.toml" serve >"$work/api.log" 2>&1 &
 api_pid=$!
 deadline=$((SECONDS + 60))
-until curl -fsS "$api/healthz" >/dev/null 2>&1; do
+until curl -fsS "$api/readyz" >/dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { say "the API did not start; see $work/api.log"; exit 1; }
   sleep 0.2
 done

@@ -59,7 +59,7 @@ start_api() {
   SHARDFLOW__PUBLISH__WIRE=$1 "$bin/producer" --config "$work/config.toml" serve >"$work/api-$1.log" 2>&1 &
   api_pid=$!
   local deadline=$((SECONDS + 60))
-  until curl -fsS "$api/healthz" >/dev/null 2>&1 && grep -q "partitions assigned" "$work"/consumer-*.log; do
+  until curl -fsS "$api/readyz" >/dev/null 2>&1 && grep -q "partitions assigned" "$work"/consumer-*.log; do
     [ $SECONDS -lt $deadline ] || { say "the API or consumers did not start; see $work"; exit 1; }
     sleep 0.2
   done

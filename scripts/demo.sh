@@ -31,7 +31,7 @@ step "start the API and two consumers (logs in $logs/)"
 "$bin/consumer" >"$logs/consumer-1.log" 2>&1 & pids+=($!)
 "$bin/consumer" >"$logs/consumer-2.log" 2>&1 & pids+=($!)
 ready() {
-  curl -fsS "$api/healthz" >/dev/null 2>&1 &&
+  curl -fsS "$api/readyz" >/dev/null 2>&1 &&
     grep -q "partitions assigned" "$logs/consumer-1.log" && grep -q "partitions assigned" "$logs/consumer-2.log"
 }
 deadline=$((SECONDS + 90))

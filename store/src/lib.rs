@@ -412,20 +412,18 @@ impl Index {
     async fn retire(&self, root: &Client, database: &str) -> Result<(), IndexError> {
         const RETIRED: [(&str, &str); 1] = [("hourly_aggregated_game_rounds", "MaterializedView")];
         for (table, engine) in RETIRED {
-            let found = self
-                .run(
-                    root.query("SELECT count() FROM system.tables WHERE database = ? AND name = ? AND engine = ?")
-                        .bind(database)
-                        .bind(table)
-                        .bind(engine)
-                        .fetch_one::<u64>(),
-                )
-                .await?;
-            if found > 0 {
+            let sql = "SELECT count() FROM system.tables WHERE database = ? AND name = ? AND engine = ?";
+            if self.count_of(root, sql, [database, table, engine]).await? > 0 {
                 self.run(root.query(&format!("DROP TABLE IF EXISTS {database}.{table}")).execute()).await?;
             }
         }
         Ok(())
+    }
+
+    /// A `SELECT count()` of the system tables with three bound strings.
+    async fn count_of(&self, root: &Client, sql: &str, binds: [&str; 3]) -> Result<u64, IndexError> {
+        let query = binds.iter().fold(root.query(sql), |q, b| q.bind(*b));
+        self.run(query.fetch_one::<u64>()).await
     }
 
     /// Columns added since a table was first created: databases made by an older version
@@ -433,16 +431,8 @@ impl Index {
     async fn migrate(&self, root: &Client, database: &str) -> Result<(), IndexError> {
         const ADDED: [(&str, &str, &str); 1] = [("jobs", "chunk_rows", "UInt64")];
         for (table, column, kind) in ADDED {
-            let present = self
-                .run(
-                    root.query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
-                        .bind(database)
-                        .bind(table)
-                        .bind(column)
-                        .fetch_one::<u64>(),
-                )
-                .await?;
-            if present == 0 {
+            let sql = "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?";
+            if self.count_of(root, sql, [database, table, column]).await? == 0 {
                 self.run(root.query(&format!("ALTER TABLE {database}.{table} ADD COLUMN {column} {kind}")).execute())
                     .await?;
             }

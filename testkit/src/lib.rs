@@ -207,3 +207,50 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Whether `group` has committed every partition of `topic` up to its end.
+fn caught_up(brokers: &str, group: &str, topic: &str, partitions: i32) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let Ok(consumer) = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(5)) else { return false };
+    (0..partitions).all(|p| {
+        let high = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| high);
+        let done = committed.find_partition(topic, p).map(|e| e.offset());
+        match (high, done) {
+            (Ok(0), _) => true,
+            (Ok(high), Some(Offset::Offset(done))) => done >= high,
+            _ => false,
+        }
+    })
+}
+
+/// Poll until consumer group `group` has committed every partition of `topic` (with
+/// `config`'s partition count) up to its end.
+///
+/// # Panics
+/// After `timeout`.
+pub async fn wait_caught_up(config: &Config, group: &str, topic: &str, timeout: Duration) {
+    let (brokers, partitions) = (config.kafka.brokers.clone(), config.kafka.partitions);
+    eventually(&format!("group {group} to commit the whole of {topic}"), timeout, || {
+        let (brokers, topic, group) = (brokers.clone(), topic.to_string(), group.to_string());
+        async move {
+            tokio::task::spawn_blocking(move || caught_up(&brokers, &group, &topic, partitions))
+                .await
+                .ok()?
+                .then_some(())
+        }
+    })
+    .await;
+}

@@ -43,8 +43,8 @@ impl Api {
             .spawn()
             .expect("start producer serve");
         let base = format!("http://127.0.0.1:{port}");
-        eventually("the API to answer", Duration::from_secs(60), || async {
-            reqwest::get(format!("{base}/healthz")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        eventually("the API to be ready", Duration::from_secs(60), || async {
+            reqwest::get(format!("{base}/readyz")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
         })
         .await;
         Self { child, port, _env: env }

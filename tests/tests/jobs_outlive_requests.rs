@@ -73,8 +73,8 @@ fn api_process(config: &std::path::Path, port: u16) -> Child {
 }
 
 async fn healthy(base: &str) {
-    eventually("the API to answer", Duration::from_secs(60), || async {
-        reqwest::get(format!("{base}/healthz")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    eventually("the API to be ready", Duration::from_secs(60), || async {
+        reqwest::get(format!("{base}/readyz")).await.ok().filter(|r| r.status().is_success()).map(|_| ())
     })
     .await;
 }

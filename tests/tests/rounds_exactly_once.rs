@@ -7,9 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use shardflow_testkit::dataset as common;
 use shardflow_testkit::{TestEnv, eventually};
 
@@ -68,45 +65,9 @@ async fn api_hours(base: &str, hours: &Hours) -> Hours {
     found
 }
 
-/// Whether `group` has committed every partition of `topic` up to its end.
-fn caught_up(brokers: &str, group: &str, topic: &str, partitions: i32) -> bool {
-    let Ok(consumer) = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create::<BaseConsumer>()
-    else {
-        return false;
-    };
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(topic, p);
-    }
-    let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(5)) else { return false };
-    (0..partitions).all(|p| {
-        let high = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| high);
-        let done = committed.find_partition(topic, p).map(|e| e.offset());
-        match (high, done) {
-            (Ok(0), _) => true,
-            (Ok(high), Some(Offset::Offset(done))) => done >= high,
-            _ => false,
-        }
-    })
-}
-
 async fn wait_caught_up(env: &TestEnv, group: &str) {
-    let (brokers, topic, partitions) =
-        (env.config.kafka.brokers.clone(), env.config.game_rounds.topic.clone(), env.config.kafka.partitions);
-    eventually(&format!("group {group} to commit the whole topic"), Duration::from_secs(120), || {
-        let (brokers, topic, group) = (brokers.clone(), topic.clone(), group.to_string());
-        async move {
-            tokio::task::spawn_blocking(move || caught_up(&brokers, &group, &topic, partitions))
-                .await
-                .ok()?
-                .then_some(())
-        }
-    })
-    .await;
+    let topic = &env.config.game_rounds.topic;
+    shardflow_testkit::wait_caught_up(&env.config, group, topic, Duration::from_secs(120)).await;
 }
 
 /// Every hour of the view and of the API equals the CSV's, and the upload reconciles.
@@ -136,8 +97,8 @@ async fn two_sinks_racing_on_the_same_rows_count_each_once() {
     // Two sinks read every row at the same moment: each in a group of its own, as two
     // members that overlap in a rebalance both hold the same partitions.
     let other = format!("{}.other", env.config.game_rounds.group_id);
-    let _first = common::rounds_sink(&env.config_path, None);
-    let _second = common::rounds_sink(&env.config_path, Some(&other));
+    let mut first = common::rounds_sink(&env.config_path, None);
+    let mut second = common::rounds_sink(&env.config_path, Some(&other));
     let csv = common::rounds_csv(ROWS);
     let upload = common::upload_csv(&base, csv.as_bytes()).await;
     assert_eq!(upload["rows_published"], ROWS as u64, "{upload}");
@@ -145,6 +106,10 @@ async fn two_sinks_racing_on_the_same_rows_count_each_once() {
     wait_caught_up(&env, &env.config.game_rounds.group_id).await;
     wait_caught_up(&env, &other).await;
     assert_exactly_once(&env, &base, &id, &csv, ROWS as u64).await;
+    // Gone before the test's topics are deleted.
+    for sink in [&mut first, &mut second] {
+        sink.kill().await.expect("stop the sink");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +133,8 @@ async fn a_sink_paused_past_its_session_timeout_then_resumed_counts_nothing_twic
     signal(&paused, "STOP");
     // A second member of the same group takes the partitions once the paused one's
     // session times out (10 s), and stores everything from the committed offsets on.
-    let _successor = common::rounds_sink_with(&env.config_path, &[("SHARDFLOW__GAME_ROUNDS__FLUSH_INTERVAL", "100ms")]);
+    let mut successor =
+        common::rounds_sink_with(&env.config_path, &[("SHARDFLOW__GAME_ROUNDS__FLUSH_INTERVAL", "100ms")]);
     wait_caught_up(&env, &env.config.game_rounds.group_id).await;
     // The paused sink wakes, still holding its batch, and flushes it on the way out.
     signal(&paused, "CONT");
@@ -176,6 +142,7 @@ async fn a_sink_paused_past_its_session_timeout_then_resumed_counts_nothing_twic
     assert!(status.success(), "the resumed sink exits cleanly: {status}");
     wait_caught_up(&env, &env.config.game_rounds.group_id).await;
     assert_exactly_once(&env, &base, &id, &csv, ROWS as u64).await;
+    successor.kill().await.expect("stop the sink");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +165,9 @@ async fn a_sink_killed_mid_insert_counts_nothing_twice() {
     .await;
     killed.start_kill().expect("kill -9");
     let _ = killed.wait().await;
-    let _successor = common::rounds_sink_with(&env.config_path, &[("SHARDFLOW__GAME_ROUNDS__FLUSH_INTERVAL", "100ms")]);
+    let mut successor =
+        common::rounds_sink_with(&env.config_path, &[("SHARDFLOW__GAME_ROUNDS__FLUSH_INTERVAL", "100ms")]);
     wait_caught_up(&env, &env.config.game_rounds.group_id).await;
     assert_exactly_once(&env, &base, &id, &csv, ROWS as u64).await;
+    successor.kill().await.expect("stop the sink");
 }

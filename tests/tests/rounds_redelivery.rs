@@ -7,9 +7,6 @@ use shardflow_testkit::dataset as common;
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use shardflow_testkit::{TestEnv, eventually};
 
 const ROWS: usize = 30_000;
@@ -20,32 +17,6 @@ async fn view_totals(env: &TestEnv) -> (u64, u64) {
         env.count("SELECT sum(rounds) FROM hourly_aggregated_game_rounds").await,
         env.count("SELECT toUInt64(round(sum(total_real_amount_bet) * 100)) FROM hourly_aggregated_game_rounds").await,
     )
-}
-
-/// Whether `group` has committed every partition of `topic` up to its end.
-fn caught_up(brokers: &str, group: &str, topic: &str, partitions: i32) -> bool {
-    let Ok(consumer) = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create::<BaseConsumer>()
-    else {
-        return false;
-    };
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(topic, p);
-    }
-    let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(5)) else { return false };
-    (0..partitions).all(|p| {
-        let high = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| high);
-        let done = committed.find_partition(topic, p).map(|e| e.offset());
-        match (high, done) {
-            (Ok(0), _) => true,
-            (Ok(high), Some(Offset::Offset(done))) => done >= high,
-            _ => false,
-        }
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,18 +40,8 @@ async fn a_second_delivery_of_every_round_inserts_nothing() {
 
     let again = format!("{}.again", env.config.game_rounds.group_id);
     let _second = common::rounds_sink(&env.config_path, Some(&again));
-    let (brokers, topic, partitions) =
-        (env.config.kafka.brokers.clone(), env.config.game_rounds.topic.clone(), env.config.kafka.partitions);
-    eventually("the second sink to read and commit the whole topic", Duration::from_secs(120), || {
-        let (brokers, topic, group) = (brokers.clone(), topic.clone(), again.clone());
-        async move {
-            tokio::task::spawn_blocking(move || caught_up(&brokers, &group, &topic, partitions))
-                .await
-                .ok()?
-                .then_some(())
-        }
-    })
-    .await;
+    shardflow_testkit::wait_caught_up(&env.config, &again, &env.config.game_rounds.topic, Duration::from_secs(120))
+        .await;
 
     assert_eq!(env.count("SELECT count() FROM game_rounds FINAL").await, ROWS as u64, "a row stored twice");
     assert_eq!(view_totals(&env).await, before, "the hourly view counted a row twice");
