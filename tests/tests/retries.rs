@@ -60,6 +60,7 @@ async fn a_chunk_that_keeps_failing_is_dead_lettered_after_the_cap_and_the_parti
 struct Proxy {
     address: String,
     up: Arc<AtomicBool>,
+    state: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Proxy {
@@ -68,27 +69,32 @@ impl Proxy {
         let address = listener.local_addr().expect("address").to_string();
         let up = Arc::new(AtomicBool::new(true));
         let (target, open) = (target.to_string(), up.clone());
+        let (state, _) = tokio::sync::watch::channel(true);
+        let state = Arc::new(state);
+        let notify = state.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !open.load(Ordering::SeqCst) {
                     continue; // dropped: closed at once
                 }
-                let (target, open) = (target.clone(), open.clone());
+                let (target, mut down) = (target.clone(), state.subscribe());
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
                     // Keep-alive connections made while up are cut when it goes down.
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        () = async { while open.load(Ordering::SeqCst) { tokio::time::sleep(Duration::from_millis(20)).await } } => {}
+                        _ = down.wait_for(|up| !*up) => {}
                     }
                 });
             }
         });
-        Self { address, up }
+        Self { address, up, state: notify }
     }
 
     fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
+        // Connections made while up are cut when it goes down (no polling of the flag).
+        self.state.send_replace(up);
     }
 }
 
