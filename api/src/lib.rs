@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod connections;
 mod datasets;
 mod error;
 mod idempotency;
@@ -185,9 +186,8 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address names a client whose retried upload has no Idempotency-Key.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let header_timeout = state.config.api.header_timeout;
+    connections::serve(listener, router(state), header_timeout, shutdown).await
 }
 
 /// `GET /healthz` answer.

@@ -38,18 +38,11 @@ pub async fn serve_starting(
 ) -> std::io::Result<()> {
     let starting = Arc::new(Starting::default());
     let (stop, mut stopped) = watch::channel(false);
-    let app = axum::Router::new()
-        .fallback(dispatch)
-        .with_state(starting.clone())
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = axum::Router::new().fallback(dispatch).with_state(starting.clone());
     let mut server_stop = stopped.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(super::connections::serve(listener, app, config.api.header_timeout, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);

@@ -241,6 +241,10 @@ pub struct ApiConfig {
     /// A request body that sends no byte for this long is answered 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// A client that has not sent its whole request head (line and headers) this long
+    /// after connecting, or after its previous response, is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// Longest header block of one part of a multipart upload (and of the preamble).
     pub max_part_header_bytes: u64,
     /// Most parts in one multipart upload.
@@ -430,8 +434,8 @@ impl Config {
         if self.api.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
             return bad("api.token must not be empty: leave it out to require no token".into());
         }
-        if self.api.body_timeout.is_zero() {
-            return bad("api.body_timeout must be longer than 0 s".into());
+        if self.api.body_timeout.is_zero() || self.api.header_timeout.is_zero() {
+            return bad("api.body_timeout and api.header_timeout must be longer than 0 s".into());
         }
         if self.api.max_parts == 0 || self.api.max_part_header_bytes == 0 || self.api.max_record_bytes == 0 {
             return bad("api.max_parts, api.max_part_header_bytes and api.max_record_bytes must be at least 1".into());

@@ -1,6 +1,6 @@
 //! Hostile request bodies meet limits, not memory: an endless part header, a 200 MB CSV
-//! line, 10,000 tiny parts and a body that stalls are each answered 4xx (or the
-//! connection is closed) by a real `producer serve` process, whose peak resident memory
+//! line, 10,000 tiny parts, a body that stalls and a request head sent a byte at a time
+//! are each answered 4xx (or the connection is closed) by a real `producer serve` process, whose peak resident memory
 //! (VmHWM) stays under [`PEAK_RSS_BOUND`]. Bodies are streamed over raw TCP, chunked, so
 //! the test does not hold them either.
 
@@ -21,7 +21,7 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
 /// How long sending a body may take (a server that buffers it slows down).
 const WRITE_DEADLINE: Duration = Duration::from_secs(120);
 
-/// `producer serve` on its own port, with a short body timeout; killed when dropped.
+/// `producer serve` on its own port, with short body and header timeouts; killed when dropped.
 struct Api {
     child: Child,
     port: u16,
@@ -38,6 +38,7 @@ impl Api {
             .arg("serve")
             .env("SHARDFLOW__API__LISTEN", format!("127.0.0.1:{port}"))
             .env("SHARDFLOW__API__BODY_TIMEOUT", "2s")
+            .env("SHARDFLOW__API__HEADER_TIMEOUT", "2s")
             .env("RUST_LOG", std::env::var("SHARDFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .kill_on_drop(true)
             .spawn()
@@ -284,4 +285,34 @@ async fn a_stalled_body_gets_408() {
         }
     }
     api.assert_memory_flat("stalled bodies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_a_byte_at_a_time_is_disconnected() {
+    let api = Api::start("hostile_slow_head").await;
+    let stream = TcpStream::connect(("127.0.0.1", api.port)).await.expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut response = Vec::new();
+        let _ = read.read_to_end(&mut response).await;
+        response
+    });
+    let started = std::time::Instant::now();
+    write.write_all(b"POST /shards HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.expect("request line");
+    // One byte of a header every 100 ms, never its end: only a timeout on the whole head
+    // (not one on silence) ends this.
+    let mut sent = 0u64;
+    while !reader.is_finished() && started.elapsed() < ANSWER_DEADLINE {
+        if write.write_all(b"a").await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    let Ok(Ok(response)) = closed else { panic!("the connection is still open after {sent} header bytes") };
+    let answer = parse(&response);
+    println!("  closed after {:.1} s and {sent} header bytes", started.elapsed().as_secs_f64());
+    assert_refused(&api, "slow request head", &answer, sent);
+    api.assert_memory_flat("slow request head");
 }
