@@ -64,6 +64,10 @@ pub struct KafkaConfig {
     /// timeout). A member waiting to retry keeps polling, so this bounds only stalls.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
+    /// librdkafka's `message.timeout.ms`: how long a producer keeps trying to deliver a
+    /// message (through broker restarts) before the publish fails.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
 }
 
 /// ClickHouse over HTTP.
@@ -404,6 +408,9 @@ impl Config {
                 "kafka.max_poll_interval = {:?} is below the session timeout (10 s), which librdkafka refuses",
                 self.kafka.max_poll_interval
             ));
+        }
+        if self.kafka.delivery_timeout < Duration::from_secs(1) {
+            return bad("kafka.delivery_timeout must be at least 1 s (it outlasts the producer's 50 ms linger)".into());
         }
         if self.kafka.partitions < 1 {
             return bad("kafka.partitions must be at least 1".into());

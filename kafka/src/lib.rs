@@ -75,7 +75,7 @@ fn idempotent(config: &KafkaConfig) -> ClientConfig {
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.max.bytes", config.message_max_bytes.to_string())
-        .set("message.timeout.ms", "300000");
+        .set("message.timeout.ms", config.delivery_timeout.as_millis().max(1).to_string());
     c
 }
 

@@ -208,6 +208,27 @@ where
     }
 }
 
+/// Messages on `topic`, over every partition (`config`'s partition count).
+///
+/// # Panics
+/// When the broker does not answer (tests only).
+pub async fn messages(config: &Config, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (brokers, topic, partitions) = (config.kafka.brokers.clone(), topic.to_string(), config.kafka.partitions);
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("a Kafka client");
+        (0..partitions)
+            .map(|p| {
+                let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).expect("watermarks");
+                high - low
+            })
+            .sum()
+    })
+    .await
+    .expect("watermarks task")
+}
+
 /// Whether `group` has committed every partition of `topic` up to its end.
 fn caught_up(brokers: &str, group: &str, topic: &str, partitions: i32) -> bool {
     use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -13,30 +13,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use shardflow_config::Config;
 use shardflow_testkit::dataset::{self as common, Dataset};
 use shardflow_testkit::http::multipart;
 use shardflow_testkit::proxy::ClickHouseProxy;
-use shardflow_testkit::{TestEnv, eventually};
-
-/// Messages on `topic`, over every partition.
-async fn messages(config: &Config, topic: &str) -> i64 {
-    let (brokers, topic, partitions) = (config.kafka.brokers.clone(), topic.to_string(), config.kafka.partitions);
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("a Kafka client");
-        (0..partitions)
-            .map(|p| {
-                let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).expect("watermarks");
-                high - low
-            })
-            .sum()
-    })
-    .await
-    .expect("watermarks task")
-}
+use shardflow_testkit::{TestEnv, eventually, messages};
 
 /// POST a multipart upload of `content` to `route`, with an `Idempotency-Key` when given.
 async fn post(base: &str, route: &str, field: &str, content: &[u8], key: Option<&str>) -> (u16, serde_json::Value) {
