@@ -1,5 +1,6 @@
 -- Messages that can never be processed (undecodable, another schema, unknown model, a
--- transform error), with the raw payload; one logical row per (topic, partition, offset).
+-- transform error), with the raw payload; one logical row per (topic, partition, offset),
+-- ordered by job first so that one job's letters are read without the others'.
 CREATE TABLE IF NOT EXISTS {database}.dead_letters
 (
     topic      String,
@@ -13,4 +14,4 @@ CREATE TABLE IF NOT EXISTS {database}.dead_letters
     created_at DateTime
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (topic, partition, offset)
+ORDER BY (job_id, topic, partition, offset)

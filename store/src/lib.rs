@@ -370,6 +370,10 @@ pub struct UploadKeyRow {
     pub created_at: u32,
 }
 
+/// Tables whose sorting key changed since they were first created, with the key they
+/// have now (as `system.tables.sorting_key` spells it).
+const REKEYED: [(&str, &str); 1] = [("dead_letters", "job_id, topic, partition, offset")];
+
 /// Handle on shardflow's tables in one ClickHouse database.
 #[derive(Clone)]
 pub struct Index {
@@ -397,10 +401,12 @@ impl Index {
         // The name was checked to be an identifier when the configuration was loaded.
         index.run(root.query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).execute()).await?;
         index.retire(&root, &config.database).await?;
+        index.set_aside_rekeyed(&root, &config.database).await?;
         for (_, ddl) in shardflow_schemas::clickhouse_ddl(&config.database) {
             index.run(root.query(&ddl).execute()).await?;
         }
         index.migrate(&root, &config.database).await?;
+        index.refill_rekeyed(&root, &config.database).await?;
         Ok(index)
     }
 
@@ -420,8 +426,40 @@ impl Index {
         Ok(())
     }
 
-    /// A `SELECT count()` of the system tables with three bound strings.
-    async fn count_of(&self, root: &Client, sql: &str, binds: [&str; 3]) -> Result<u64, IndexError> {
+    /// Tables whose sorting key changed, which ClickHouse cannot alter: a table made by an
+    /// older version is renamed `<table>_rekeyed` (writers meanwhile fail and retry), the
+    /// DDL creates it anew, and [`Index::refill_rekeyed`] copies the rows back.
+    /// `dead_letters` was ordered by origin (topic, partition, offset), so counting one
+    /// job's letters read every job's; now the job comes first.
+    async fn set_aside_rekeyed(&self, root: &Client, database: &str) -> Result<(), IndexError> {
+        for (table, key) in REKEYED {
+            let sql = "SELECT count() FROM system.tables WHERE database = ? AND name = ? AND sorting_key != ?";
+            if self.count_of(root, sql, [database, table, key]).await? > 0 {
+                let rename = format!("RENAME TABLE {database}.{table} TO {database}.{table}_rekeyed");
+                self.run(root.query(&rename).execute()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy the rows of tables set aside by [`Index::set_aside_rekeyed`] into their new
+    /// tables and drop the old ones. Also finishes a copy a stopped process began: the
+    /// tables deduplicate on their keys, so rows copied twice are kept once.
+    async fn refill_rekeyed(&self, root: &Client, database: &str) -> Result<(), IndexError> {
+        for (table, _) in REKEYED {
+            let old = format!("{table}_rekeyed");
+            let sql = "SELECT count() FROM system.tables WHERE database = ? AND name = ?";
+            if self.count_of(root, sql, [database, &old]).await? > 0 {
+                let copy = format!("INSERT INTO {database}.{table} SELECT * FROM {database}.{old}");
+                self.run(root.query(&copy).execute()).await?;
+                self.run(root.query(&format!("DROP TABLE IF EXISTS {database}.{old}")).execute()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `SELECT count()` of the system tables with bound strings.
+    async fn count_of<const N: usize>(&self, root: &Client, sql: &str, binds: [&str; N]) -> Result<u64, IndexError> {
         let query = binds.iter().fold(root.query(sql), |q, b| q.bind(*b));
         self.run(query.fetch_one::<u64>()).await
     }
