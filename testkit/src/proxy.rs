@@ -1,8 +1,9 @@
 //! A fault-injecting HTTP proxy in front of the real ClickHouse: every request is
 //! forwarded to the server and its answer returned, except those a test has asked to fail
 //! (the next `n` statements starting with a given text answer 500 with a ClickHouse-style
-//! exception, as a server that is briefly unavailable would). The real server does all the
-//! work; the proxy only decides which calls never reach it.
+//! exception, as a server that is briefly unavailable would; or every insert carrying a
+//! given value answers a server code, as a server refusing that row would). The real
+//! server does all the work; the proxy only decides which calls never reach it.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,12 +12,22 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-/// A statement to refuse: the text it starts with, how many to let through first, and
-/// how many to refuse after those.
+/// A statement to refuse: the text it starts with, bytes its body must hold (if any), how
+/// many to let through first, how many to refuse after those, and the exception to answer.
 struct Rule {
     start: String,
+    holding: Option<Vec<u8>>,
     pass: usize,
     refuse: usize,
+    answer: String,
+}
+
+impl Rule {
+    fn matches(&self, sql: &str, body: &[u8]) -> bool {
+        self.refuse > 0
+            && sql.starts_with(self.start.as_str())
+            && self.holding.as_ref().is_none_or(|needle| body.windows(needle.len()).any(|w| w == needle.as_slice()))
+    }
 }
 
 #[derive(Default)]
@@ -68,8 +79,29 @@ impl ClickHouseProxy {
     /// Of the statements that start with `statement` (case-insensitive, e.g.
     /// `INSERT INTO uploads`), let the next `pass` through, then refuse `times`.
     pub fn fail(&self, statement: &str, pass: usize, times: usize) {
+        let answer =
+            "Code: 999, e.displayText() = DB::Exception: refused by the test's proxy, e.what() = DB::Exception\n";
+        self.push(Rule {
+            start: statement.to_ascii_uppercase(),
+            holding: None,
+            pass,
+            refuse: times,
+            answer: answer.into(),
+        });
+    }
+
+    /// Refuse every statement that starts with `statement` and whose body holds `value`
+    /// (an insert carrying that row), answering ClickHouse's exception `code` with
+    /// `message`, as a server that refuses the row for good would.
+    pub fn refuse_holding(&self, statement: &str, value: &[u8], code: u32, message: &str) {
+        let answer = format!("Code: {code}, e.displayText() = DB::Exception: {message}, e.what() = DB::Exception\n");
+        let start = statement.to_ascii_uppercase();
+        self.push(Rule { start, holding: Some(value.to_vec()), pass: 0, refuse: usize::MAX, answer });
+    }
+
+    fn push(&self, rule: Rule) {
         if let Ok(mut faults) = self.proxied.faults.lock() {
-            faults.rules.push(Rule { start: statement.to_ascii_uppercase(), pass, refuse: times });
+            faults.rules.push(rule);
         }
     }
 
@@ -119,24 +151,19 @@ async fn forward(State(proxied): State<Arc<Proxied>>, request: Request) -> Respo
         return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
     };
     let sql = statement(parts.uri.query(), &body);
-    let refuse = proxied.faults.lock().is_ok_and(|mut faults| {
-        let Some(rule) = faults.rules.iter_mut().find(|r| r.refuse > 0 && sql.starts_with(r.start.as_str())) else {
-            return false;
-        };
+    let refusal = proxied.faults.lock().ok().and_then(|mut faults| {
+        let rule = faults.rules.iter_mut().find(|r| r.matches(&sql, &body))?;
         if rule.pass > 0 {
             rule.pass -= 1;
-            return false;
+            return None;
         }
         rule.refuse -= 1;
+        let answer = rule.answer.clone();
         faults.refused += 1;
-        true
+        Some(answer)
     });
-    if refuse {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Code: 999, e.displayText() = DB::Exception: refused by the test's proxy, e.what() = DB::Exception\n",
-        )
-            .into_response();
+    if let Some(answer) = refusal {
+        return (StatusCode::INTERNAL_SERVER_ERROR, answer).into_response();
     }
     let target = format!("{}{}", proxied.upstream, parts.uri.path_and_query().map_or("/", |p| p.as_str()));
     let mut headers = HeaderMap::new();

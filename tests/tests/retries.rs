@@ -2,7 +2,8 @@
 //! dead-lettered after the attempt cap and its partition moves on; a dependency slower
 //! than `max.poll.interval.ms` does not get the member evicted (it pauses its partitions
 //! and keeps polling); a dead letter whose table insert failed is not sent to the topic
-//! again when it is retried.
+//! again when it is retried; rows ClickHouse refuses for good (codes 117 and 53) are
+//! dead-lettered one by one and the rest of their batch is inserted.
 
 use shardflow_testkit::dataset as common;
 
@@ -18,7 +19,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shardflow_kafka::dead_letter::{DeadLetters, worker_name};
 use shardflow_store::Index;
-use shardflow_testkit::{TestEnv, eventually};
+use shardflow_testkit::proxy::ClickHouseProxy;
+use shardflow_testkit::{TestEnv, eventually, messages, wait_caught_up};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -215,4 +217,59 @@ async fn a_dead_letter_retried_after_its_insert_failed_is_sent_to_the_topic_once
         on_topic += high - low;
     }
     assert_eq!(on_topic, 1, "the dead-letter topic holds the message once");
+}
+
+/// The game-rounds sink reaches ClickHouse through a proxy that answers every insert into
+/// `game_rounds` carrying one round's id with exception `code`, as ClickHouse refusing that
+/// row would. ClickHouse 18.16 refuses RowBinary that the sink's own encoder cannot get
+/// wrong only with other codes (6, 49, 131), so the refusal is the proxy's; the other rows
+/// and the dead letter go to the real server. The refused round is dead-lettered at once
+/// (no retries: the code is permanent), the other 2,999 rows of its batch are inserted,
+/// and the partitions move on.
+async fn refused_for_good(name: &str, code: u32, message: &str) {
+    const ROWS: usize = 3_000;
+    let env =
+        TestEnv::with(name, |c| c.consumer.retry_max_attempts = std::num::NonZeroU32::new(1000).expect("non-zero"));
+    let proxy = ClickHouseProxy::start(env.config.clickhouse.url.as_str()).await;
+    // No other id holds this one (ids run from round-0 to round-2999).
+    let refused = "round-2999";
+    proxy.refuse_holding("INSERT INTO game_rounds", refused.as_bytes(), code, message);
+    let base = common::serve_api(&env.config).await;
+    let proxied = proxy.url.trim_end_matches('/').to_string();
+    let _sink = common::rounds_sink_with(&env.config_path, &[("SHARDFLOW__CLICKHOUSE__URL", proxied.as_str())]);
+    let upload = common::upload_csv(&base, common::rounds_csv(ROWS).as_bytes()).await;
+    assert_eq!(upload["rows_published"], ROWS as u64, "{upload}");
+    let id = upload["upload_id"].as_str().expect("id").to_string();
+
+    let topic = env.config.game_rounds.topic.clone();
+    wait_caught_up(&env.config, &env.config.game_rounds.group_id, &topic, TIMEOUT).await;
+    assert_eq!(env.count("SELECT count() FROM game_rounds FINAL").await, ROWS as u64 - 1, "all but the refused row");
+    assert_eq!(
+        env.count(&format!("SELECT count() FROM game_rounds FINAL WHERE game_instance_id = '{refused}'")).await,
+        0
+    );
+    let letters = format!("SELECT count() FROM dead_letters FINAL WHERE position(error, 'Code: {code}') > 0");
+    assert_eq!(env.count(&letters).await, 1, "the refused row is a dead letter with its reason");
+    assert_eq!(env.count("SELECT count() FROM dead_letters FINAL").await, 1, "and nothing else is");
+    let dead_topic = env.config.consumer.dead_letter_topic(&topic);
+    assert_eq!(messages(&env.config, &dead_topic).await, 1, "sent to the dead-letter topic once");
+    assert_eq!(env.count("SELECT sum(rounds) FROM hourly_aggregated_game_rounds").await, ROWS as u64 - 1);
+    // The upload reconciles to one hour short by exactly the refused round.
+    let view: serde_json::Value =
+        reqwest::get(format!("{base}/uploads/{id}")).await.expect("GET").json().await.expect("JSON");
+    assert_eq!(view["rows_in_clickhouse"], ROWS as u64 - 1, "{view}");
+    let hours = view["hours_mismatched"].as_array().expect("hours");
+    assert_eq!(hours.len(), 1, "{view}");
+    assert_eq!(hours[0]["csv"]["rounds"].as_u64(), hours[0]["clickhouse"]["rounds"].as_u64().map(|n| n + 1), "{view}");
+    assert!(proxy.refused() >= 2, "the batch, then the halves holding the row, were refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_clickhouse_calls_incorrect_data_is_dead_lettered_and_its_batch_inserted() {
+    refused_for_good("refused_117", 117, "Cannot parse input: incorrect data").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_clickhouse_calls_a_type_mismatch_is_dead_lettered_and_its_batch_inserted() {
+    refused_for_good("refused_53", 53, "Type mismatch for column real_amount_bet").await;
 }
