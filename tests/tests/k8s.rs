@@ -197,13 +197,11 @@ fn the_validator_refuses_broken_objects() {
     copy_dir(&root().join("deploy/k8s/base"), copy.path());
     let consumer = copy.path().join("consumer.yaml");
     let text = std::fs::read_to_string(&consumer).expect("read consumer.yaml");
-    std::fs::write(
-        &consumer,
-        text.replace("terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: \"30s\""),
-    )
-    .expect("break consumer.yaml");
-    let err = validate(&render(copy.path()).expect("renders")).expect_err("a string grace period");
-    assert!(err.contains("Deployment/shardflow-consumer") && err.contains("terminationGracePeriodSeconds"), "{err}");
+    let broken = text.replace("readinessProbe:", "readinessProbes:");
+    assert_ne!(broken, text, "consumer.yaml has a readiness probe to misspell");
+    std::fs::write(&consumer, broken).expect("break consumer.yaml");
+    let err = validate(&render(copy.path()).expect("renders")).expect_err("a misspelt field");
+    assert!(err.contains("Deployment/shardflow-consumer") && err.contains("readinessProbes"), "{err}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
