@@ -119,6 +119,9 @@ impl From<JsonRejection> for ApiError {
         if let Some(timeout) = super::body::caused_by::<super::body::BodyTimeout>(&rejection) {
             return super::body::timed_out(timeout);
         }
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the JSON body is larger than 1 MiB");
+        }
         let status = match rejection {
             JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -124,6 +124,8 @@ async fn mutating_routes_need_the_token_and_bad_requests_get_their_status() {
             "bad_chunk_rows",
         ),
         (json!({ "status": "finished" }).to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        // Past the 1 MiB a JSON body may hold.
+        (json!({ "file_path": "a".repeat(2 << 20) }).to_string(), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
     ];
     for (body, status, code) in cases {
         let (got, answer) = api.json(post("/jobs", json_type, body.clone(), token)).await;
@@ -287,6 +289,13 @@ async fn the_openapi_document_lists_every_route_and_docs_work_offline() {
         assert!(paths.contains(&route), "{route} missing from {paths:?}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // The limits every body meets are documented where a client reads them.
+    for route in ["/transforming_data", "/jobs", "/shards", "/csv_upload"] {
+        let responses = &doc["paths"][route]["post"]["responses"];
+        for status in ["408", "413"] {
+            assert!(responses[status].is_object(), "POST {route} documents no {status}: {responses}");
+        }
+    }
     let (status, page) = api.send(get("/docs/")).await;
     assert_eq!(status, StatusCode::OK);
     let page = String::from_utf8(page).expect("HTML");
