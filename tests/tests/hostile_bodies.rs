@@ -301,13 +301,16 @@ async fn a_request_head_sent_a_byte_at_a_time_is_disconnected() {
     write.write_all(b"POST /shards HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.expect("request line");
     // One byte of a header every 100 ms, never its end: only a timeout on the whole head
     // (not one on silence) ends this.
+    // The client's pace, not a wait for the server: a tick paces the bytes, and the loop
+    // ends when the server closes or at the deadline.
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
     let mut sent = 0u64;
     while !reader.is_finished() && started.elapsed() < ANSWER_DEADLINE {
+        pace.tick().await;
         if write.write_all(b"a").await.is_err() {
             break;
         }
         sent += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let closed = tokio::time::timeout(Duration::from_secs(5), reader).await;
     let Ok(Ok(response)) = closed else { panic!("the connection is still open after {sent} header bytes") };
