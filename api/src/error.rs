@@ -137,6 +137,10 @@ impl From<PathError> for ApiError {
             PathError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "file_not_found", e.to_string()),
             PathError::Outside(_) => Self::new(StatusCode::FORBIDDEN, "path_forbidden", e.to_string()),
             PathError::NotAFile(_) => Self::new(StatusCode::BAD_REQUEST, "not_a_file", e.to_string()),
+            PathError::Store { ref reason, .. } if reason == "permission denied" => {
+                Self::new(StatusCode::FORBIDDEN, "store_forbidden", e.to_string())
+            }
+            PathError::Store { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
         }
     }
 }
@@ -205,6 +209,7 @@ impl From<SubmitError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_chunk_rows", e.to_string())
             }
             SubmitError::Shard(e) => e.into(),
+            SubmitError::Input(e) => e.into(),
             SubmitError::NoModel(_) => Self::not_found(e.to_string()),
             SubmitError::ModelUnusable { .. } => Self::new(StatusCode::CONFLICT, "model_unusable", e.to_string()),
             SubmitError::Columns { .. } => {

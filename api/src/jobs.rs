@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use shardflow_storage::{confine, inverse_dir, transform_dir};
+use shardflow_storage::objects::Input;
 use shardflow_store::{JobFilter, JobSummary, UnknownStatus};
 use utoipa::{IntoParams, ToSchema};
 
@@ -68,14 +68,14 @@ pub(crate) async fn transforming_data(
 ) -> Result<Json<TransformResponse>, ApiError> {
     let started = Instant::now();
     let Json(request) = body?;
-    let path = confine(&state.config.storage.data_roots, &request.file_path)?;
+    let input = state.jobs.storage().input(&request.file_path).await?;
     // The job runs in the service's task: if this client goes away, it still finishes.
-    let submitted = state.jobs.submit(&path, Target::default(), None).await?;
+    let submitted = state.jobs.submit(&input, Target::default(), None).await?;
     let finished = state.jobs.wait(&submitted.job_id).await?;
     Ok(Json(TransformResponse {
         total_time_taken: format!("{:.2} seconds", started.elapsed().as_secs_f64()),
-        transformed_file_path: transform_dir(&state.output_root, &finished.job_id).display().to_string(),
-        inverse_transformed_file_path: inverse_dir(&state.output_root, &finished.job_id).display().to_string(),
+        transformed_file_path: output_dir(&state, TRANSFORM, &finished.job_id),
+        inverse_transformed_file_path: output_dir(&state, INVERSE, &finished.job_id),
         job_id: finished.job_id,
         rows: finished.rows,
         chunks: finished.chunks,
@@ -190,13 +190,13 @@ pub(crate) async fn submit(
     // Everything that can refuse the request is checked before a shard is generated.
     state.jobs.chunk_rows(request.chunk_rows)?;
     let model = state.jobs.named_model(request.model_id.as_deref()).await?;
-    let path = match (&request.file_path, &request.generate) {
-        (Some(file), None) => confine(&state.config.storage.data_roots, file)?,
-        (None, Some(generated)) => generate_shard(&state, generated).await?,
+    let input = match (&request.file_path, &request.generate) {
+        (Some(file), None) => state.jobs.storage().input(file).await?,
+        (None, Some(generated)) => Input::Local(generate_shard(&state, generated).await?),
         _ => return Err(ApiError::bad_request("give exactly one of file_path and generate")),
     };
     let target = Target { dataset: request.dataset.clone(), model, job_id: None };
-    let submitted = state.jobs.submit(&path, target, request.chunk_rows).await?;
+    let submitted = state.jobs.submit(&input, target, request.chunk_rows).await?;
     if !request.wait {
         return Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted))).into_response());
     }
@@ -214,7 +214,7 @@ async fn generate_shard(state: &AppState, request: &GenerateRequest) -> Result<P
             format!("generate.rows must be between 1 and api.max_generated_rows = {most}"),
         ));
     }
-    let out = state.config.storage.data_roots[0].join("generated").join(uuid::Uuid::now_v7().to_string());
+    let out = local_data_root(state).join("generated").join(uuid::Uuid::now_v7().to_string());
     let options = GenerateOptions {
         rows: request.rows,
         shard_rows: request.rows,
@@ -411,6 +411,20 @@ pub struct DeadLetterView {
     pub error: String,
 }
 
+/// Where a job's parts of one kind are ([`TRANSFORM`] or [`INVERSE`]): a directory, or an
+/// object-store prefix's URL.
+fn output_dir(state: &AppState, kind: fn(&str) -> String, job_id: &str) -> String {
+    state.jobs.storage().output.display(&kind(job_id))
+}
+
+const TRANSFORM: fn(&str) -> String = shardflow_storage::transform_name;
+const INVERSE: fn(&str) -> String = shardflow_storage::inverse_name;
+
+/// The first local data root (config validation makes sure there is one).
+pub(crate) fn local_data_root(state: &AppState) -> &std::path::Path {
+    state.config.storage.local_data_root().unwrap_or(std::path::Path::new("data"))
+}
+
 async fn job_view(state: &AppState, id: &str) -> Result<JobView, ApiError> {
     let job = state.index.job_summary(id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     let outputs = outputs_of(state, id).await?;
@@ -422,8 +436,8 @@ async fn job_view(state: &AppState, id: &str) -> Result<JobView, ApiError> {
             .map(|i| ValueIssueView { column: i.column, kind: i.kind, rows: i.rows })
             .collect(),
         job: job.into(),
-        transformed_file_path: transform_dir(&state.output_root, id).display().to_string(),
-        inverse_transformed_file_path: inverse_dir(&state.output_root, id).display().to_string(),
+        transformed_file_path: output_dir(state, TRANSFORM, id),
+        inverse_transformed_file_path: output_dir(state, INVERSE, id),
         outputs,
         dead_letters: dead
             .into_iter()

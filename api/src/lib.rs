@@ -25,7 +25,6 @@ mod start;
 mod upload;
 mod uploads;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -56,7 +55,6 @@ pub struct AppState {
     jobs: Arc<JobService>,
     rounds: RoundsPublisher,
     rounds_store: shardflow_rounds::store::RoundsStore,
-    output_root: PathBuf,
     metrics: metrics::Metrics,
     claims: idempotency::Claims,
 }
@@ -73,14 +71,10 @@ pub enum StartError {
     /// The rounds topic or schema could not be set up.
     #[error(transparent)]
     Rounds(#[from] RoundsError),
-    /// The output directory cannot be created.
-    #[error("output root {path}: {source}")]
-    OutputRoot {
-        /// The directory.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// A storage root cannot be opened (a client that cannot be built, an output
+    /// directory that cannot be made).
+    #[error(transparent)]
+    Storage(#[from] shardflow_storage::objects::LocationError),
 }
 
 impl AppState {
@@ -90,13 +84,11 @@ impl AppState {
     /// # Errors
     /// [`StartError`] naming the service that failed.
     pub async fn new(config: Config) -> Result<Arc<Self>, StartError> {
+        // A root that cannot be opened is the config's fault: found before any service.
+        let storage = open_storage(&config)?;
         let index = Index::connect(&config.clickhouse).await?;
-        let jobs = JobService::new(config.clone(), index.clone()).await?;
+        let jobs = JobService::new(config.clone(), index.clone(), storage).await?;
         let rounds = RoundsPublisher::new(&config, index.clone()).await?;
-        let root = &config.storage.output_root;
-        let fail = |source| StartError::OutputRoot { path: root.display().to_string(), source };
-        std::fs::create_dir_all(root).map_err(fail)?;
-        let output_root = root.canonicalize().map_err(fail)?;
         jobs.resume().await?;
         let state = Arc::new(Self {
             config,
@@ -105,12 +97,27 @@ impl AppState {
             jobs: jobs.clone(),
             rounds,
             rounds_store: shardflow_rounds::store::RoundsStore::new(index.clone()),
-            output_root,
             claims: idempotency::Claims::default(),
         });
         retention::spawn(state.clone());
         Ok(state)
     }
+}
+
+/// Open the configured storage roots.
+///
+/// # Errors
+/// [`shardflow_storage::objects::LocationError`] when one cannot be opened.
+pub fn open_storage(
+    config: &Config,
+) -> Result<shardflow_storage::objects::Storage, shardflow_storage::objects::LocationError> {
+    let storage = &config.storage;
+    shardflow_storage::objects::Storage::open(
+        &storage.data_roots,
+        &storage.output_root,
+        &storage.model_root,
+        &storage.options(),
+    )
 }
 
 #[derive(OpenApi)]

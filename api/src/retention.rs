@@ -45,7 +45,7 @@ async fn sweep(state: &AppState, retention: Duration) -> Result<usize, shardflow
         .map(|job| PathBuf::from(&job.source))
         .map(|p| p.canonicalize().unwrap_or(p))
         .collect();
-    let root = state.config.storage.data_roots[0].clone();
+    let root = crate::jobs::local_data_root(state).to_path_buf();
     let cutoff = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
     let removed = tokio::task::spawn_blocking(move || {
         SWEPT.iter().map(|dir| remove_older(&root.join(dir), cutoff, &in_use, false)).sum::<usize>()

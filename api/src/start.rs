@@ -55,7 +55,7 @@ pub async fn serve_starting(
                 info!("API ready");
                 break;
             }
-            Err(e @ StartError::OutputRoot { .. }) => {
+            Err(e @ StartError::Storage(_)) => {
                 return Err(std::io::Error::other(e.to_string()));
             }
             Err(e) => {

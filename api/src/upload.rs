@@ -72,7 +72,7 @@ pub(super) async fn receive(
     };
     let mut multipart = multipart?.fields(&limits);
     let unreadable = |e: multer::Error| multipart_error(&e, field, limit);
-    let dir = state.config.storage.data_roots[0].join("uploads");
+    let dir = crate::jobs::local_data_root(state).join("uploads");
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(&e))?;
     let path = dir.join(format!("{id}.{extension}"));
     let partial = dir.join(format!("{id}.{extension}.part"));
@@ -209,7 +209,10 @@ pub(crate) async fn shards(
     let submitted = match state.jobs.named_model(options.model_id.as_deref()).await {
         Ok(model) => {
             let target = Target { dataset: options.dataset.clone(), model, job_id: Some(id.clone()) };
-            state.jobs.submit(&shard, target, options.chunk_rows).await
+            state
+                .jobs
+                .submit(&shardflow_storage::objects::Input::Local(shard.clone()), target, options.chunk_rows)
+                .await
         }
         Err(e) => Err(e),
     };

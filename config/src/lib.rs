@@ -8,7 +8,7 @@ pub mod telemetry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
@@ -16,6 +16,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 pub use shardflow_model::FitStrategy;
 use shardflow_model::{ColumnKind, ColumnSpec, InferenceParams, MixtureParams, Tail};
+pub use shardflow_storage::objects::{Location, Options};
 pub use url::Url;
 
 /// The defaults every layer starts from.
@@ -87,20 +88,47 @@ pub struct ClickHouseConfig {
     pub timeout: Duration,
 }
 
-/// Directories.
+/// Where inputs, outputs and models live: local directories or object-store prefixes
+/// (`s3://`, `az://`, `gs://`; see `docs/storage.md`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Client-supplied paths must resolve under one of these.
-    pub data_roots: Vec<PathBuf>,
+    /// Inputs clients name (paths or URLs) must lie under one of these. Uploads and
+    /// generated shards are written under the first local one.
+    pub data_roots: Vec<Location>,
     /// Transform and inverse outputs go here.
-    pub output_root: PathBuf,
-    /// Fitted models go here, one directory per model id.
-    pub model_root: PathBuf,
+    pub output_root: Location,
+    /// Fitted models go here, one directory (or prefix) per model id.
+    pub model_root: Location,
     /// Uploads and generated shards older than this are removed (unless an unfinished job
     /// reads them); 0 keeps them for ever.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Options of the S3 client (object_store's keys: `aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`, ...), on top of the
+    /// `AWS_*` environment variables.
+    #[serde(default)]
+    pub s3: BTreeMap<String, String>,
+    /// Options of the Azure Blob client (`azure_storage_account_name`,
+    /// `azure_storage_account_key`, `azure_storage_use_emulator`, ...), on top of `AZURE_*`.
+    #[serde(default)]
+    pub azure: BTreeMap<String, String>,
+    /// Options of the Google Cloud Storage client (`google_service_account_key`, ...), on
+    /// top of `GOOGLE_*`.
+    #[serde(default)]
+    pub gcs: BTreeMap<String, String>,
+}
+
+impl StorageConfig {
+    /// The object stores' client options.
+    pub fn options(&self) -> Options {
+        Options { s3: self.s3.clone(), azure: self.azure.clone(), gcs: self.gcs.clone() }
+    }
+
+    /// The first local data root: where uploads and generated shards are written.
+    pub fn local_data_root(&self) -> Option<&Path> {
+        self.data_roots.iter().find_map(Location::local)
+    }
 }
 
 /// Publishing.
@@ -415,9 +443,13 @@ impl Config {
         if self.kafka.partitions < 1 {
             return bad("kafka.partitions must be at least 1".into());
         }
-        if self.storage.data_roots.is_empty() {
-            return bad("storage.data_roots must name at least one directory".into());
+        if self.storage.local_data_root().is_none() {
+            return bad(
+                "storage.data_roots must name at least one local directory (uploads and generated shards go there)"
+                    .into(),
+            );
         }
+        self.storage.options().check().map_err(ConfigError::Invalid)?;
         let largest = PublishConfig::largest_message(self.publish.chunk_rows.get());
         if largest > self.kafka.message_max_bytes {
             return bad(format!(

@@ -1,6 +1,7 @@
 //! One chunk's work, free of Kafka: decode the payload (an Avro Object Container File, or
 //! a version-1 `Amount` datum), transform and invert it with the model, write both Parquet
-//! parts atomically, and describe the outputs and the values that could not be encoded.
+//! parts atomically (files renamed into place, or objects put in one request), and
+//! describe the outputs and the values that could not be encoded.
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,7 +12,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use shardflow_model::{Model, chunk_seed};
 use shardflow_schemas::{ChunkCodec, ocf};
-use shardflow_storage::{inverse_dir, part_name, transform_dir, write_atomically};
+use shardflow_storage::objects::{ObjectRoot, Root};
+use shardflow_storage::{inverse_dir, inverse_name, part_name, transform_dir, transform_name, write_atomically};
 use shardflow_store::{OutputRow, Retry, ValueIssueRow, unix_now};
 
 /// How a chunk's payload is encoded, from its `format` header.
@@ -50,6 +52,9 @@ pub struct Processed {
     pub output: OutputRow,
     /// Per column, values that were not encoded as they were.
     pub issues: Vec<ValueIssueRow>,
+    /// For an object-store output root: the parts, encoded, still to be put (in
+    /// [`put_parts`]) before the outputs row is inserted.
+    pub parts: Vec<(object_store::path::Path, bytes::Bytes)>,
 }
 
 /// Why a chunk could not be processed.
@@ -65,6 +70,15 @@ pub enum ChunkError {
         path: String,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The object store refused a part or could not be reached: the store's state, not
+    /// the chunk's.
+    #[error("putting {location}: {reason}")]
+    Put {
+        /// The part's URL.
+        location: String,
+        /// The store's reason.
+        reason: String,
     },
 }
 
@@ -83,6 +97,7 @@ impl ChunkError {
                 ErrorKind::StorageFull | ErrorKind::ReadOnlyFilesystem | ErrorKind::QuotaExceeded => Retry::Unavailable,
                 _ => Retry::Transient,
             },
+            Self::Put { .. } => Retry::Unavailable,
         }
     }
 }
@@ -97,7 +112,7 @@ pub fn process(
     chunk: &Chunk,
     model: &Model,
     v1: &ChunkCodec,
-    output_root: &Path,
+    output: &Root,
     worker: &str,
 ) -> Result<Processed, ChunkError> {
     let started = Instant::now();
@@ -112,10 +127,24 @@ pub fn process(
         model.transform_with_report(&batch, seed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
     let inverse = model.inverse(&transformed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
     let computed = Instant::now();
-    let transform_path = transform_dir(output_root, &chunk.job_id).join(part_name(chunk.seq));
-    let inverse_path = inverse_dir(output_root, &chunk.job_id).join(part_name(chunk.seq));
-    write_part(&transform_path, &transformed)?;
-    write_part(&inverse_path, &inverse)?;
+    let (transform_path, inverse_path, parts) = match output {
+        Root::Local(root) => {
+            let transform_path = transform_dir(root, &chunk.job_id).join(part_name(chunk.seq));
+            let inverse_path = inverse_dir(root, &chunk.job_id).join(part_name(chunk.seq));
+            write_part(&transform_path, &transformed)?;
+            write_part(&inverse_path, &inverse)?;
+            (transform_path.display().to_string(), inverse_path.display().to_string(), Vec::new())
+        }
+        Root::Remote(root) => {
+            let key = |dir: String| root.key(&format!("{dir}/{}", part_name(chunk.seq)));
+            let (transform_key, inverse_key) = (key(transform_name(&chunk.job_id)), key(inverse_name(&chunk.job_id)));
+            let parts = vec![
+                (transform_key.clone(), encode_part(&transformed)?.into()),
+                (inverse_key.clone(), encode_part(&inverse)?.into()),
+            ];
+            (root.url_of(&transform_key), root.url_of(&inverse_key), parts)
+        }
+    };
     let written = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     let issue = |kind: &'static str| {
@@ -139,25 +168,56 @@ pub fn process(
         partition: chunk.partition,
         offset: chunk.offset,
         rows: batch.num_rows() as u64,
-        transform_path: transform_path.display().to_string(),
-        inverse_path: inverse_path.display().to_string(),
+        transform_path,
+        inverse_path,
         decode_ms: ms(started, decoded),
         transform_ms: ms(decoded, computed),
         write_ms: ms(computed, written),
         worker: worker.to_string(),
         created_at: unix_now(),
     };
-    Ok(Processed { output, issues })
+    Ok(Processed { output, issues, parts })
+}
+
+/// Put the parts [`process`] encoded for an object store, each in one request: a reader
+/// sees no part or a whole one, and a redelivered chunk puts the same bytes again.
+///
+/// # Errors
+/// [`ChunkError::Put`] with the store's reason.
+pub async fn put_parts(
+    root: &ObjectRoot,
+    parts: Vec<(object_store::path::Path, bytes::Bytes)>,
+) -> Result<(), ChunkError> {
+    for (key, bytes) in parts {
+        root.put(&key, bytes)
+            .await
+            .map_err(|e| ChunkError::Put { location: root.url_of(&key), reason: e.to_string() })?;
+    }
+    Ok(())
+}
+
+/// The writer settings of every part.
+fn part_properties() -> WriterProperties {
+    WriterProperties::builder().set_compression(Compression::SNAPPY).build()
 }
 
 /// Write one Parquet part under a temporary name, then rename: a reader never sees half
 /// a part, and a redelivered chunk replaces its part with the same bytes.
 fn write_part(path: &Path, batch: &RecordBatch) -> Result<(), ChunkError> {
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    write_atomically(path, |file| {
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
-        writer.write(batch).map_err(std::io::Error::other)?;
-        writer.close().map(|_| ()).map_err(std::io::Error::other)
-    })
-    .map_err(|source| ChunkError::Write { path: path.display().to_string(), source })
+    write_atomically(path, |file| write_parquet(file, batch))
+        .map_err(|source| ChunkError::Write { path: path.display().to_string(), source })
+}
+
+/// One Parquet part in memory, for an object store.
+fn encode_part(batch: &RecordBatch) -> Result<Vec<u8>, ChunkError> {
+    let mut bytes = Vec::new();
+    write_parquet(&mut bytes, batch).map_err(|e| ChunkError::BadMessage(format!("encoding a part: {e}")))?;
+    Ok(bytes)
+}
+
+fn write_parquet<W: std::io::Write + Send>(out: W, batch: &RecordBatch) -> std::io::Result<()> {
+    let mut writer =
+        ArrowWriter::try_new(out, batch.schema(), Some(part_properties())).map_err(std::io::Error::other)?;
+    writer.write(batch).map_err(std::io::Error::other)?;
+    writer.close().map(|_| ()).map_err(std::io::Error::other)
 }

@@ -13,7 +13,6 @@
 //!   abandoned uncommitted), offsets are committed and the member leaves the group.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,11 +24,12 @@ use shardflow_config::Config;
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
 use shardflow_schemas::{ChunkCodec, ocf};
+use shardflow_storage::objects::Root;
 use shardflow_store::{Index, IndexError};
 use tokio::sync::{Mutex, watch};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::chunk::{Chunk, ChunkError, Format, process};
+use crate::chunk::{Chunk, ChunkError, Format, process, put_parts};
 use crate::metrics::{Metrics, PartitionLabel};
 use shardflow_kafka::dead_letter::{DeadLetterError, DeadLetters, worker_name};
 use shardflow_kafka::retry::{Next, Paused, Policy, Retry, Waited};
@@ -154,7 +154,7 @@ struct Shared {
     config: Config,
     index: Index,
     codec: ChunkCodec,
-    output_root: PathBuf,
+    output: Root,
     models: Mutex<HashMap<String, Arc<Model>>>,
     dead_letters: DeadLetters,
     metrics: Arc<Metrics>,
@@ -172,18 +172,26 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
     let dead_letter_topic = config.consumer.dead_letter_topic(&config.kafka.topic);
     kafka::ensure_topic(&config.kafka, &config.kafka.topic).await?;
     kafka::ensure_topic(&config.kafka, &dead_letter_topic).await?;
-    let root = &config.storage.output_root;
     let io = |what: String| move |source| WorkerError::Io { what, source };
-    std::fs::create_dir_all(root).map_err(io(format!("output root {}", root.display())))?;
-    let output_root = root.canonicalize().map_err(io(format!("output root {}", root.display())))?;
-    // Temporaries of writers that died (kill -9, power loss); hidden, so readers skip
-    // them anyway, but they take disk space. Only old ones: another member on a shared
-    // volume may be writing one now.
-    match shardflow_storage::sweep_temporaries(&output_root, SWEEP_TEMPORARIES_AFTER) {
-        Ok(0) => {}
-        Ok(removed) => info!(removed, "removed temporary files left by stopped writers"),
-        Err(e) => warn!(error = %e, "could not sweep temporary files"),
-    }
+    let output = match Root::open(&config.storage.output_root, &config.storage.options())
+        .map_err(|e| WorkerError::Io { what: "output root".into(), source: std::io::Error::other(e) })?
+    {
+        Root::Local(root) => {
+            std::fs::create_dir_all(&root).map_err(io(format!("output root {}", root.display())))?;
+            let root = root.canonicalize().map_err(io(format!("output root {}", root.display())))?;
+            // Temporaries of writers that died (kill -9, power loss); hidden, so readers
+            // skip them anyway, but they take disk space. Only old ones: another member
+            // on a shared volume may be writing one now.
+            match shardflow_storage::sweep_temporaries(&root, SWEEP_TEMPORARIES_AFTER) {
+                Ok(0) => {}
+                Ok(removed) => info!(removed, "removed temporary files left by stopped writers"),
+                Err(e) => warn!(error = %e, "could not sweep temporary files"),
+            }
+            Root::Local(root)
+        }
+        // An object is put in one request: there is no temporary to sweep.
+        remote @ Root::Remote(_) => remote,
+    };
     let metrics = Arc::new(Metrics::new());
     let dead_letters = kafka::producer(&config.kafka)?;
 
@@ -212,7 +220,7 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
         dead_letters: DeadLetters::new(dead_letters, dead_letter_topic, index.clone(), name.clone()),
         policy: Policy::new(&config.consumer),
         index,
-        output_root,
+        output,
         models: Mutex::new(HashMap::new()),
         metrics,
         name,
@@ -406,10 +414,14 @@ impl Shared {
     async fn try_chunk(&self, chunk: &Chunk) -> Result<(), HandleError> {
         let model = self.model(&chunk.model_id).await?;
         let codec = self.codec.clone();
-        let root = self.output_root.clone();
+        let root = self.output.clone();
         let name = self.name.clone();
         let owned = chunk.clone();
-        let done = tokio::task::spawn_blocking(move || process(&owned, &model, &codec, &root, &name)).await??;
+        let mut done = tokio::task::spawn_blocking(move || process(&owned, &model, &codec, &root, &name)).await??;
+        // Parts first, then their index row, then (the caller) the offset.
+        if let Root::Remote(root) = &self.output {
+            put_parts(root, std::mem::take(&mut done.parts)).await?;
+        }
         // Issues first: a chunk with an outputs row has its issues recorded too.
         self.index.insert_value_issues(&done.issues).await?;
         self.index.insert_output(&done.output).await?;

@@ -15,6 +15,7 @@ use shardflow_config::{FitConfig, FitStrategy};
 use shardflow_model::{
     ColumnKind, ColumnModel, FORMAT_VERSION, Model, ModelError, TailComparison, compare_tails, fit_column_in_parts,
 };
+use shardflow_storage::objects::Root;
 use shardflow_storage::shard::{AMOUNT, ShardError, ShardStats};
 use shardflow_storage::table::{ColumnStats, Table, conform, is_csv, sample_table};
 use shardflow_storage::write_atomically;
@@ -291,18 +292,56 @@ pub fn write_model(dir: &Path, model: &Model, metadata: &Metadata) -> Result<(),
     write_atomically(&dir.join("metadata.json"), |f| std::io::Write::write_all(f, meta.as_bytes())).map_err(fail)
 }
 
+/// Save `model` under the model root, in its own directory (or prefix) named by its id:
+/// `model.json` and `metadata.json`, each written atomically. Returns where it went.
+///
+/// # Errors
+/// [`FitError::Write`] when a file or object cannot be written.
+pub async fn save_model(root: &Root, model: &Model, metadata: &Metadata) -> Result<String, FitError> {
+    match root {
+        Root::Local(dir) => {
+            let dir = dir.join(&model.model_id);
+            let (model, metadata) = (model.clone(), metadata.clone());
+            let at = dir.display().to_string();
+            tokio::task::spawn_blocking(move || write_model(&dir, &model, &metadata))
+                .await
+                .map_err(|e| FitError::Write { path: at.clone(), source: std::io::Error::other(e) })??;
+            Ok(at)
+        }
+        Root::Remote(root) => {
+            let meta = serde_json::to_string_pretty(metadata)
+                .map_err(|e| FitError::Write { path: root.url().to_string(), source: e.into() })?;
+            for (name, bytes) in [("model.json", model.to_json()), ("metadata.json", meta)] {
+                let key = root.key(&format!("{}/{name}", model.model_id));
+                root.put(&key, bytes.into_bytes().into())
+                    .await
+                    .map_err(|e| FitError::Write { path: root.url_of(&key), source: std::io::Error::other(e) })?;
+            }
+            Ok(root.url_of(&root.key(&model.model_id)))
+        }
+    }
+}
+
 /// Register a written model in the `models` table; a dataset's first model becomes the
 /// one it uses (recorded in `datasets`).
 ///
 /// # Errors
 /// [`FitError::Index`] when ClickHouse refuses.
 pub async fn register(index: &Index, dir: &Path, model: &Model, metadata: &Metadata) -> Result<(), FitError> {
+    register_at(index, &dir.display().to_string(), model, metadata).await
+}
+
+/// [`register`] for a model saved at `location` (a directory or an object-store prefix).
+///
+/// # Errors
+/// [`FitError::Index`] when ClickHouse refuses.
+pub async fn register_at(index: &Index, location: &str, model: &Model, metadata: &Metadata) -> Result<(), FitError> {
     let row = ModelRow {
         model_id: model.model_id.clone(),
         dataset: model.dataset.clone(),
         format_version: model.format_version,
         created_at: metadata.created_at,
-        path: dir.display().to_string(),
+        path: location.to_string(),
         components: u32::try_from(model.columns.iter().map(|c| c.one_hot.len()).sum::<usize>()).unwrap_or(u32::MAX),
         model_json: model.to_json(),
         metadata_json: serde_json::to_string(metadata).unwrap_or_default(),

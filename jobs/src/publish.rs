@@ -95,7 +95,8 @@ impl Publisher {
     /// # Errors
     /// [`PublishError`]; the job row then says `failed` with the reason.
     pub async fn publish(&self, path: &Path, model: &Model, progress: &ProgressBar) -> Result<Published, PublishError> {
-        let mut job = new_job(path, &model.dataset, self.publish.chunk_rows.get(), JobStatus::Publishing);
+        let mut job =
+            new_job(&path.display().to_string(), &model.dataset, self.publish.chunk_rows.get(), JobStatus::Publishing);
         job.model_id.clone_from(&model.model_id);
         self.index.insert_job(&job).await?;
         self.publish_job(job, path, model, progress).await
@@ -288,12 +289,12 @@ fn encode_fitting(batch: &RecordBatch, max_bytes: usize) -> Result<Vec<(u64, Vec
 
 /// A new job's row for the shard at `path`: a fresh (time-ordered) id, `status`, nothing
 /// published yet.
-pub fn new_job(path: &Path, dataset: &str, chunk_rows: usize, status: JobStatus) -> JobRow {
+pub fn new_job(source: &str, dataset: &str, chunk_rows: usize, status: JobStatus) -> JobRow {
     let now = unix_now();
     JobRow {
         job_id: uuid::Uuid::now_v7().to_string(),
         dataset: dataset.to_string(),
-        source: path.display().to_string(),
+        source: source.to_string(),
         model_id: String::new(),
         status,
         chunk_rows: chunk_rows as u64,

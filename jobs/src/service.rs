@@ -14,13 +14,15 @@ use indicatif::ProgressBar;
 use prometheus_client::metrics::counter::Counter;
 use shardflow_config::{Config, FitConfig, PublishConfig};
 use shardflow_model::Model;
+use shardflow_storage::PathError;
+use shardflow_storage::objects::{Input, Storage};
 use shardflow_storage::shard::{AMOUNT, ShardError};
 use shardflow_storage::table::{Table, list_shards};
 use shardflow_store::{Index, IndexError, JobRow, JobStatus, ModelRow, model_source};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::fit::{FitError, advice, fit, record_dataset, register, write_model};
+use crate::fit::{FitError, advice, fit, record_dataset, register_at, save_model};
 use crate::publish::{PublishError, Published, Publisher, new_job, record_final};
 
 /// Why a submission was refused; nothing was recorded or sent.
@@ -89,6 +91,10 @@ pub enum SubmitError {
     /// ClickHouse did not answer.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// The input cannot be read from where it lies (its object store refused or is
+    /// unreachable, or the local copy cannot be written).
+    #[error(transparent)]
+    Input(#[from] PathError),
 }
 
 fn column_diff(missing: &[String], unexpected: &[String]) -> String {
@@ -198,6 +204,7 @@ pub struct JobService {
     config: Config,
     index: Index,
     publisher: Publisher,
+    storage: Storage,
     /// One fit at a time: jobs waiting for the same dataset's model share the first fit.
     fit_lock: Mutex<()>,
     counters: JobCounters,
@@ -208,9 +215,41 @@ impl JobService {
     ///
     /// # Errors
     /// When the broker cannot be reached or refuses the topic.
-    pub async fn new(config: Config, index: Index) -> Result<Arc<Self>, PublishError> {
+    pub async fn new(config: Config, index: Index, storage: Storage) -> Result<Arc<Self>, PublishError> {
         let publisher = Publisher::new(&config, index.clone()).await?;
-        Ok(Arc::new(Self { config, index, publisher, fit_lock: Mutex::new(()), counters: JobCounters::default() }))
+        Ok(Arc::new(Self {
+            config,
+            index,
+            publisher,
+            storage,
+            fit_lock: Mutex::new(()),
+            counters: JobCounters::default(),
+        }))
+    }
+
+    /// The roots inputs come from and outputs and models go to.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// A readable local file of `input`: a local input as it is; an object copied, streaming,
+    /// to `.remote/<uuid>/<name>` under the first local data root (removed when the job has
+    /// published). The second value is the copy's directory, when one was made.
+    ///
+    /// # Errors
+    /// [`PathError`] when the object cannot be read or the copy written.
+    pub async fn local_copy(&self, input: &Input) -> Result<(PathBuf, Option<PathBuf>), PathError> {
+        match input {
+            Input::Local(path) => Ok((path.clone(), None)),
+            Input::Remote { root, key } => {
+                let scratch = self.config.storage.local_data_root().unwrap_or(Path::new("."));
+                let dir = scratch.join(".remote").join(uuid::Uuid::now_v7().to_string());
+                let path = dir.join(input.file_name());
+                let bytes = root.download(key, &path).await?;
+                info!(source = %input.name(), bytes, copy = %path.display(), "copied the input from its object store");
+                Ok((path, Some(dir)))
+            }
+        }
     }
 
     /// The publisher (for `/readyz`).
@@ -269,7 +308,7 @@ impl JobService {
     /// [`SubmitError`]: nothing was recorded or sent.
     pub async fn submit(
         self: &Arc<Self>,
-        path: &Path,
+        input: &Input,
         target: Target,
         chunk_rows: Option<usize>,
     ) -> Result<Submitted, SubmitError> {
@@ -277,6 +316,9 @@ impl JobService {
         if let Some(name) = target.dataset.as_deref() {
             check_dataset_name(name)?;
         }
+        let (local, copy) = self.local_copy(input).await?;
+        let removing = Copy(copy);
+        let path = local.as_path();
         let checked = path.to_path_buf();
         let (schema, rows) = tokio::task::spawn_blocking(move || {
             let table = Table::open(&checked, &[], None)?;
@@ -315,7 +357,7 @@ impl JobService {
             .into());
         }
         let status = if model.is_some() { JobStatus::Publishing } else { JobStatus::Fitting };
-        let mut job = new_job(path, &dataset, chunk_rows, status);
+        let mut job = new_job(&input.name(), &dataset, chunk_rows, status);
         if let Some(id) = target.job_id {
             job.job_id = id;
         }
@@ -325,7 +367,7 @@ impl JobService {
         self.index.insert_job(&job).await?;
         let submitted =
             Submitted { job_id: job.job_id.clone(), status, rows, chunks: rows.div_ceil(chunk_rows as u64) };
-        self.spawn(job, path.to_path_buf(), model);
+        self.spawn(job, path.to_path_buf(), removing, model);
         Ok(submitted)
     }
 
@@ -390,19 +432,47 @@ impl JobService {
         let found = jobs.len();
         for job in jobs {
             info!(job = %job.job_id, status = %job.status, "resuming a job a previous process left unfinished");
-            let path = PathBuf::from(&job.source);
-            self.spawn(job, path, None);
+            if !shardflow_storage::objects::is_url(&job.source) {
+                let path = PathBuf::from(&job.source);
+                self.spawn(job, path, Copy(None), None);
+                continue;
+            }
+            // An object is copied again; in the background, as the job's first step.
+            let service = Arc::clone(self);
+            tokio::spawn(async move {
+                let copied = match service.storage.input(&job.source).await {
+                    Ok(input) => service.local_copy(&input).await,
+                    Err(e) => Err(e),
+                };
+                match copied {
+                    Ok((path, copy)) => service.run(job, &path, Copy(copy), None).await,
+                    Err(e) => {
+                        let reason = format!("cannot read {}: {e}", job.source);
+                        service.fail(job, reason).await;
+                    }
+                }
+            });
         }
         Ok(found)
     }
 
-    fn spawn(self: &Arc<Self>, job: JobRow, path: PathBuf, model: Option<Model>) {
+    fn spawn(self: &Arc<Self>, job: JobRow, path: PathBuf, copy: Copy, model: Option<Model>) {
         let service = Arc::clone(self);
-        tokio::spawn(async move { service.run(job, &path, model).await });
+        tokio::spawn(async move { service.run(job, &path, copy, model).await });
+    }
+
+    /// Record that `job` failed for `reason`.
+    async fn fail(&self, mut job: JobRow, reason: String) {
+        warn!(job = %job.job_id, %reason, "the job failed");
+        job.status = JobStatus::Failed;
+        job.error = reason;
+        if let Err(e) = record_final(&self.index, &mut job).await {
+            error!(job = %job.job_id, error = %e, "cannot record that the job failed");
+        }
     }
 
     /// Fit when needed, publish, and record how the job ended, whatever happens.
-    async fn run(&self, mut job: JobRow, path: &Path, model: Option<Model>) {
+    async fn run(&self, job: JobRow, path: &Path, _copy: Copy, model: Option<Model>) {
         let model = match model {
             Some(model) => Ok(model),
             None if !job.model_id.is_empty() => self.model(&job.model_id).await.map_err(|e| e.to_string()),
@@ -410,15 +480,7 @@ impl JobService {
         };
         let model = match model {
             Ok(model) => model,
-            Err(reason) => {
-                warn!(job = %job.job_id, %reason, "no model for the job");
-                job.status = JobStatus::Failed;
-                job.error = format!("no model: {reason}");
-                if let Err(e) = record_final(&self.index, &mut job).await {
-                    error!(job = %job.job_id, error = %e, "cannot record that the job failed");
-                }
-                return;
-            }
+            Err(reason) => return self.fail(job, format!("no model: {reason}")).await,
         };
         match self.publisher.publish_job(job.clone(), path, &model, &ProgressBar::hidden()).await {
             Ok(published) => self.count(&published),
@@ -455,9 +517,8 @@ impl JobService {
         })
         .await
         .map_err(|e| FitError::NoShards(format!("the fit task failed: {e}")))??;
-        let model_dir = self.config.storage.model_root.join(&model.model_id);
-        write_model(&model_dir, &model, &metadata)?;
-        register(&self.index, &model_dir, &model, &metadata).await?;
+        let location = save_model(&self.storage.models, &model, &metadata).await?;
+        register_at(&self.index, &location, &model, &metadata).await?;
         info!(model = %model.model_id, dataset, "fitted a model for the dataset's first job");
         Ok(model)
     }
@@ -531,6 +592,19 @@ fn fit_inputs(dataset: &str, shard: &Path, mut config: FitConfig) -> Result<(Vec
     config.modes.retain(|name, _| has(name));
     config.tails.retain(|name, _| has(name));
     Ok((shards, config))
+}
+
+/// The directory of an input's local copy, removed when the job is done with it (dropped).
+struct Copy(Option<PathBuf>);
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            warn!(copy = %dir.display(), error = %e, "cannot remove an input's local copy");
+        }
+    }
 }
 
 /// Refuse a dataset name that would be awkward everywhere it is shown.

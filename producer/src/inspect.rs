@@ -39,17 +39,15 @@ pub(crate) async fn load_with_metadata(id: &str, config: &Config) -> anyhow::Res
     if given.is_file() {
         return read(given);
     }
-    for dir in [given.to_path_buf(), config.storage.model_root.join(id)] {
+    let under_root = config.storage.model_root.local().map(|root| root.join(id));
+    for dir in std::iter::once(given.to_path_buf()).chain(under_root) {
         if dir.join("model.json").is_file() {
             return read(&dir.join("model.json"));
         }
     }
     let index = Index::connect(&config.clickhouse).await?;
     let row = index.model(id).await?.with_context(|| {
-        format!(
-            "no model {id}: not a model.json path, not under {}, not registered",
-            config.storage.model_root.display()
-        )
+        format!("no model {id}: not a model.json path, not under {}, not registered", config.storage.model_root)
     })?;
     let model = Model::from_json(&row.model_json).map_err(|e| anyhow::anyhow!("model {id}: {e}{}", advice(&e)))?;
     Ok((model, serde_json::from_str(&row.metadata_json).ok()))

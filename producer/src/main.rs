@@ -314,7 +314,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Check every shard before publishing any, keeping their row counts.
             let rows = files.iter().map(|f| Shard::open(f, AMOUNT).map(|s| s.rows())).collect::<Result<Vec<_>, _>>()?;
             let index = Index::connect(&config.clickhouse).await?;
-            let service = JobService::new(config.clone(), index.clone()).await?;
+            let storage = shardflow_api::open_storage(&config)?;
+            let service = JobService::new(config.clone(), index.clone(), storage).await?;
             let model = match &model {
                 Some(id) => service.model(id).await?,
                 None => match service.dataset_model(AMOUNT).await? {

@@ -3,6 +3,7 @@
 //! and CSV shards ([`shard`], [`table`]).
 #![warn(missing_docs)]
 
+pub mod objects;
 pub mod shard;
 pub mod table;
 pub mod text;
@@ -22,6 +23,14 @@ pub enum PathError {
     /// It exists but is not a regular file.
     #[error("{0} is not a regular file")]
     NotAFile(String),
+    /// The object store holding it refused or could not be reached.
+    #[error("{location}: {reason}")]
+    Store {
+        /// The object's URL.
+        location: String,
+        /// Why, in one line (`permission denied`, the store's error).
+        reason: String,
+    },
 }
 
 /// Resolve `requested` (absolute, or relative to the first root) and require that the
@@ -177,14 +186,24 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Name of the directory (or prefix) of a job's transformed parts under the output root.
+pub fn transform_name(job_id: &str) -> String {
+    format!("transform_{job_id}")
+}
+
+/// Name of the directory (or prefix) of a job's inverse-transformed parts.
+pub fn inverse_name(job_id: &str) -> String {
+    format!("inverse_transform_{job_id}")
+}
+
 /// Directory of a job's transformed parts under the output root.
 pub fn transform_dir(output_root: &Path, job_id: &str) -> PathBuf {
-    output_root.join(format!("transform_{job_id}"))
+    output_root.join(transform_name(job_id))
 }
 
 /// Directory of a job's inverse-transformed parts under the output root.
 pub fn inverse_dir(output_root: &Path, job_id: &str) -> PathBuf {
-    output_root.join(format!("inverse_transform_{job_id}"))
+    output_root.join(inverse_name(job_id))
 }
 
 /// File name of a chunk's part.

@@ -118,7 +118,7 @@ impl Dataset {
         let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse is up (scripts/services.sh up)");
         let (model, metadata) =
             fit(std::slice::from_ref(&shard), AMOUNT, &env.config.fit, 1, &ProgressBar::hidden()).expect("fit");
-        let model_dir = env.config.storage.model_root.join(&model.model_id);
+        let model_dir = env.model_root().join(&model.model_id);
         write_model(&model_dir, &model, &metadata).expect("write model");
         register(&index, &model_dir, &model, &metadata).await.expect("register");
         Self { env, shard, model, index }
@@ -151,7 +151,7 @@ impl Dataset {
     /// Every input row exactly once across the parts, inverse equal to input where alpha
     /// is unclipped, and one logical outputs row per chunk. Returns the rows seen.
     pub async fn assert_exactly_once(&self, job: &Published) -> u64 {
-        let root = self.env.config.storage.output_root.canonicalize().expect("output root");
+        let root = self.env.output_root().canonicalize().expect("output root");
         let chunk_rows = self.env.config.publish.chunk_rows.get();
         let input: Vec<RecordBatch> = Shard::open(&self.shard, AMOUNT)
             .expect("open")
@@ -202,7 +202,7 @@ impl Dataset {
     /// Files under the output root that are not finished parts (temporaries).
     pub fn leftovers(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
-        let mut stack = vec![self.env.config.storage.output_root.clone()];
+        let mut stack = vec![self.env.output_root().to_path_buf()];
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();

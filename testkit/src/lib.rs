@@ -51,9 +51,9 @@ impl TestEnv {
         config.game_rounds.topic = format!("test.rounds.{unique}");
         config.game_rounds.group_id = format!("test.rounds.{unique}");
         config.clickhouse.database = format!("test_{unique}");
-        config.storage.data_roots = vec![data.clone()];
-        config.storage.output_root = data.join("outputs");
-        config.storage.model_root = data.join("models");
+        config.storage.data_roots = vec![data.clone().into()];
+        config.storage.output_root = data.join("outputs").into();
+        config.storage.model_root = data.join("models").into();
         config.api.listen = "127.0.0.1:0".parse().expect("address");
         config.api.poll_interval = Duration::from_millis(50);
         config.consumer.retry_backoff = Duration::from_millis(100);
@@ -65,9 +65,28 @@ impl TestEnv {
         Self { dir, config, config_path }
     }
 
-    /// The data root.
+    /// The (first local) data root.
+    ///
+    /// # Panics
+    /// When the test configured no local data root.
     pub fn data(&self) -> &Path {
-        &self.config.storage.data_roots[0]
+        self.config.storage.local_data_root().expect("a local data root")
+    }
+
+    /// The output root, a local directory.
+    ///
+    /// # Panics
+    /// When the test put its output root in an object store.
+    pub fn output_root(&self) -> &Path {
+        self.config.storage.output_root.local().expect("a local output root")
+    }
+
+    /// The model root, a local directory.
+    ///
+    /// # Panics
+    /// When the test put its model root in an object store.
+    pub fn model_root(&self) -> &Path {
+        self.config.storage.model_root.local().expect("a local model root")
     }
 
     /// Run a query returning one number on this test's database.

@@ -203,7 +203,7 @@ async fn a_mixed_table_rides_the_whole_pipeline_column_by_column() {
     for kind in [ColumnKind::Continuous, ColumnKind::Categorical, ColumnKind::Mixed] {
         assert!(kinds.contains(&kind), "the table exercises {kind} columns: {kinds:?}");
     }
-    let (transformed, inverse) = read_outputs(&env.config.storage.output_root, &job_id, chunks);
+    let (transformed, inverse) = read_outputs(env.output_root(), &job_id, chunks);
     assert_eq!(transformed.schema(), model.transformed_schema());
     // A message as it sits in the topic, read by a reader that is not ours.
     let payload = message_payload(&env.config, &job_id, 1);
@@ -287,7 +287,7 @@ async fn what_the_model_does_not_know_is_refused_counted_or_dead_lettered() {
     )
     .expect("fit");
     assert_ne!(second_model.model_id, first_model);
-    let dir = env.config.storage.model_root.join(&second_model.model_id);
+    let dir = env.model_root().join(&second_model.model_id);
     shardflow_jobs::fit::write_model(&dir, &second_model, &metadata).expect("write");
     shardflow_jobs::fit::register(&index, &dir, &second_model, &metadata).await.expect("register");
     let dataset = get(&base, "/datasets/known").await;
@@ -464,7 +464,7 @@ async fn a_version_1_chunk_left_in_the_topic_is_still_transformed() {
         &indicatif::ProgressBar::hidden(),
     )
     .expect("fit");
-    let dir = env.config.storage.model_root.join(&model.model_id);
+    let dir = env.model_root().join(&model.model_id);
     shardflow_jobs::fit::write_model(&dir, &model, &metadata).expect("write");
     shardflow_jobs::fit::register(&index, &dir, &model, &metadata).await.expect("register");
 
@@ -520,7 +520,6 @@ async fn the_creative_packs_dataset_rides_the_pipeline() {
     let model = Model::from_json(&row.model_json).expect("model");
     assert!(model.columns.iter().all(|c| c.kind == ColumnKind::Categorical), "ids and the label are categories");
     let input = read_table(&file);
-    let (transformed, inverse) =
-        read_outputs(&env.config.storage.output_root, job_id, ROWS.div_ceil(CHUNK_ROWS) as u64);
+    let (transformed, inverse) = read_outputs(env.output_root(), job_id, ROWS.div_ceil(CHUNK_ROWS) as u64);
     assert_round_trip(&model, &input, &transformed, &inverse);
 }

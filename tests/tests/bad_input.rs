@@ -64,6 +64,6 @@ async fn bad_files_get_a_clear_4xx_and_leave_nothing_written() {
 
     assert_eq!(env.count("SELECT count() FROM jobs").await, 0, "no job row");
     assert_eq!(env.count("SELECT count() FROM models").await, 0, "no model fitted");
-    let outputs: Vec<_> = std::fs::read_dir(&env.config.storage.output_root).expect("output root").collect();
+    let outputs: Vec<_> = std::fs::read_dir(env.output_root()).expect("output root").collect();
     assert!(outputs.is_empty(), "nothing under the output root: {outputs:?}");
 }

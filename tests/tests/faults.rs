@@ -237,7 +237,7 @@ async fn unwritable_output_is_retried_and_not_committed_until_it_clears() {
     .await;
     let job = data.publish().await;
     // A file where the job's output directory must go: every write of the job fails.
-    let root = &data.env.config.storage.output_root;
+    let root = data.env.output_root();
     std::fs::create_dir_all(root).expect("output root");
     let blocker = root.join(format!("transform_{}", job.job_id));
     std::fs::write(&blocker, b"in the way").expect("blocker");

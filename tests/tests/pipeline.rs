@@ -59,7 +59,7 @@ async fn shards_flow_through_kafka_into_parquet_and_clickhouse() {
     assert_eq!(files.len(), 2);
     let (model, metadata) = fit(&files, AMOUNT, &env.config.fit, 2, &ProgressBar::hidden()).expect("fit");
     assert_eq!(metadata.columns[0].rows, 2 * SHARD_ROWS);
-    let model_dir = env.config.storage.model_root.join(&model.model_id);
+    let model_dir = env.model_root().join(&model.model_id);
     write_model(&model_dir, &model, &metadata).expect("write model");
     register(&index, &model_dir, &model, &metadata).await.expect("register");
     assert!(model_dir.join("model.json").is_file() && model_dir.join("metadata.json").is_file());

@@ -39,7 +39,7 @@ async fn a_chunk_that_keeps_failing_is_dead_lettered_after_the_cap_and_the_parti
     })
     .await;
     let job = data.publish().await;
-    let root = &data.env.config.storage.output_root;
+    let root = data.env.output_root();
     let in_the_way = shardflow_storage::transform_dir(root, &job.job_id).join(shardflow_storage::part_name(0));
     std::fs::create_dir_all(&in_the_way).expect("a directory where chunk 0's part goes");
     let _worker = data.consumer();

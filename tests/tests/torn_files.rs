@@ -56,7 +56,7 @@ fn rows_read(dir: &Path) -> [u64; 2] {
 async fn kill_9_mid_write_leaves_nothing_readers_take_for_data() {
     let data = Dataset::new("torn", 600_000, 20_000, |_| {}).await;
     let job = data.publish().await;
-    let root = data.env.config.storage.output_root.clone();
+    let root = data.env.output_root().to_path_buf();
     std::fs::create_dir_all(&root).expect("output root");
     let root = root.canonicalize().expect("output root");
     let dirs = [transform_dir(&root, &job.job_id), inverse_dir(&root, &job.job_id)];
