@@ -34,9 +34,10 @@ pub(crate) struct TransformRequest {
 pub struct TransformResponse {
     /// Wall time, as `"3.56 seconds"`.
     pub total_time_taken: String,
-    /// Directory of the transformed parts.
+    /// Directory of the transformed parts (an object-store prefix's URL when the output
+    /// root is in one).
     pub transformed_file_path: String,
-    /// Directory of the inverse-transformed parts.
+    /// Directory (or prefix URL) of the inverse-transformed parts.
     pub inverse_transformed_file_path: String,
     /// The job.
     pub job_id: String,
@@ -346,9 +347,10 @@ pub struct JobView {
     /// Status and progress.
     #[serde(flatten)]
     pub job: JobItem,
-    /// Directory of the transformed parts.
+    /// Directory of the transformed parts (an object-store prefix's URL when the output
+    /// root is in one).
     pub transformed_file_path: String,
-    /// Directory of the inverse-transformed parts.
+    /// Directory (or prefix URL) of the inverse-transformed parts.
     pub inverse_transformed_file_path: String,
     /// Every chunk's outputs.
     pub outputs: Vec<OutputView>,
@@ -378,9 +380,9 @@ pub struct OutputView {
     pub chunk: u64,
     /// Rows.
     pub rows: u64,
-    /// Transformed part.
+    /// Transformed part (a path, or an object's URL).
     pub transform_path: String,
-    /// Inverse part.
+    /// Inverse part (a path, or an object's URL).
     pub inverse_path: String,
     /// Kafka partition.
     pub partition: i32,
