@@ -8,8 +8,14 @@
 # scripts/tansu/{Cargo.toml,Cargo.lock,src/bin/*.rs} and the patches, so every clone and
 # every CI run reuses it. Service state (databases, logs) lives in
 # .services/ at the repository root (git ignores it).
+# Object stores (scripts/stores/stores.sh; docs/storage.md), each with the bucket `shardflow`:
+#   SeaweedFS   S3 API 127.0.0.1:8333 (`weed mini`; master 9333, volume 8081, filer 8888)
+#   moto        S3 API 127.0.0.1:5055, checks every request's signature
+#   Azurite     Blob 127.0.0.1:10000
+#   GCS         gcp-storage-emulator, JSON API 127.0.0.1:4443
 #
-# usage: scripts/services.sh up|down|status|clickhouse-up|stop-clickhouse|kill-clickhouse|start-clickhouse
+# usage: scripts/services.sh up|down|status|clickhouse-up|stores-up|stores-down
+#                            |stop-clickhouse|kill-clickhouse|start-clickhouse
 #                            |stop-kafka|start-kafka   (the last five are for fault tests)
 set -euo pipefail
 
@@ -210,22 +216,28 @@ stop_pidfile() {
   while port_open "$port" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 }
 
+# shellcheck source=stores/stores.sh
+. "$root/scripts/stores/stores.sh"
+
 status() {
   local rc=0
   if clickhouse_answers; then say "ClickHouse: up (127.0.0.1:8123)"; else say "ClickHouse: down"; rc=1; fi
   if port_open 9092; then say "Kafka (tansu): up (127.0.0.1:9092)"; else say "Kafka (tansu): down"; rc=1; fi
+  stores_status || rc=1
   return $rc
 }
 
 case "${1:-}" in
-  up) install; start_clickhouse; start_kafka ;;
+  up) install; start_clickhouse; start_kafka; stores_up ;;
   clickhouse-up) apt_install clickhouse-server clickhouse-client curl; start_clickhouse ;;
-  down) stop_pidfile tansu "$kafka_dir/pid" 9092; stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
+  stores-up) apt_install curl; stores_up ;;
+  stores-down) stores_down ;;
+  down) stop_pidfile tansu "$kafka_dir/pid" 9092; stop_pidfile ClickHouse "$ch_dir/pid" 8123; stores_down ;;
   status) status ;;
   stop-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
   kill-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 KILL ;;
   start-clickhouse) start_clickhouse ;;
   stop-kafka) stop_pidfile tansu "$kafka_dir/pid" 9092 ;;
   start-kafka) start_kafka ;;
-  *) echo "usage: $0 up|down|status|stop-clickhouse|kill-clickhouse|start-clickhouse|stop-kafka|start-kafka" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|stores-up|stores-down|stop-clickhouse|kill-clickhouse|start-clickhouse|stop-kafka|start-kafka" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@
 
 pub mod dataset;
 pub mod http;
+pub mod objects;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
