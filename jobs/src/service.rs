@@ -317,7 +317,7 @@ impl JobService {
             check_dataset_name(name)?;
         }
         let (local, copy) = self.local_copy(input).await?;
-        let removing = Copy(copy);
+        let removing = LocalCopy(copy);
         let path = local.as_path();
         let checked = path.to_path_buf();
         let (schema, rows) = tokio::task::spawn_blocking(move || {
@@ -434,7 +434,7 @@ impl JobService {
             info!(job = %job.job_id, status = %job.status, "resuming a job a previous process left unfinished");
             if !shardflow_storage::objects::is_url(&job.source) {
                 let path = PathBuf::from(&job.source);
-                self.spawn(job, path, Copy(None), None);
+                self.spawn(job, path, LocalCopy(None), None);
                 continue;
             }
             // An object is copied again; in the background, as the job's first step.
@@ -445,7 +445,7 @@ impl JobService {
                     Err(e) => Err(e),
                 };
                 match copied {
-                    Ok((path, copy)) => service.run(job, &path, Copy(copy), None).await,
+                    Ok((path, copy)) => service.run(job, &path, LocalCopy(copy), None).await,
                     Err(e) => {
                         let reason = format!("cannot read {}: {e}", job.source);
                         service.fail(job, reason).await;
@@ -456,7 +456,7 @@ impl JobService {
         Ok(found)
     }
 
-    fn spawn(self: &Arc<Self>, job: JobRow, path: PathBuf, copy: Copy, model: Option<Model>) {
+    fn spawn(self: &Arc<Self>, job: JobRow, path: PathBuf, copy: LocalCopy, model: Option<Model>) {
         let service = Arc::clone(self);
         tokio::spawn(async move { service.run(job, &path, copy, model).await });
     }
@@ -472,7 +472,7 @@ impl JobService {
     }
 
     /// Fit when needed, publish, and record how the job ended, whatever happens.
-    async fn run(&self, job: JobRow, path: &Path, _copy: Copy, model: Option<Model>) {
+    async fn run(&self, job: JobRow, path: &Path, _copy: LocalCopy, model: Option<Model>) {
         let model = match model {
             Some(model) => Ok(model),
             None if !job.model_id.is_empty() => self.model(&job.model_id).await.map_err(|e| e.to_string()),
@@ -595,9 +595,9 @@ fn fit_inputs(dataset: &str, shard: &Path, mut config: FitConfig) -> Result<(Vec
 }
 
 /// The directory of an input's local copy, removed when the job is done with it (dropped).
-struct Copy(Option<PathBuf>);
+struct LocalCopy(Option<PathBuf>);
 
-impl Drop for Copy {
+impl Drop for LocalCopy {
     fn drop(&mut self) {
         if let Some(dir) = self.0.take()
             && let Err(e) = std::fs::remove_dir_all(&dir)

@@ -233,37 +233,43 @@ impl ObjectRoot {
     /// # Errors
     /// [`LocationError::Store`] when object_store cannot build the client.
     pub fn open(url: &Url, options: &Options) -> Result<ObjectRoot, LocationError> {
-        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+        use object_store::aws::AmazonS3Builder;
+        use object_store::azure::MicrosoftAzureBuilder;
+        use object_store::gcp::GoogleCloudStorageBuilder;
         let fail = |reason: String| LocationError::Store { url: url.to_string(), reason };
         let bucket = url.host_str().unwrap_or_default();
         let base = format!("{}://{bucket}", url.scheme());
         let store: Arc<dyn ObjectStore> = match url.scheme() {
-            "s3" => {
-                let mut builder = AmazonS3Builder::from_env().with_url(&base);
-                for (key, value) in &options.s3 {
-                    let key = AmazonS3ConfigKey::from_str(key).map_err(|e| fail(e.to_string()))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(builder.build().map_err(|e| fail(e.to_string()))?)
-            }
-            "az" => {
-                let mut builder = MicrosoftAzureBuilder::from_env().with_url(&base);
-                for (key, value) in &options.azure {
-                    let key = AzureConfigKey::from_str(key).map_err(|e| fail(e.to_string()))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(builder.build().map_err(|e| fail(e.to_string()))?)
-            }
-            "gs" => {
-                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(&base);
-                for (key, value) in &options.gcs {
-                    let key = GoogleConfigKey::from_str(key).map_err(|e| fail(e.to_string()))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(builder.build().map_err(|e| fail(e.to_string()))?)
-            }
+            "s3" => Arc::new(
+                configure(
+                    AmazonS3Builder::from_env().with_url(&base),
+                    &options.s3,
+                    |b: AmazonS3Builder, k, v: String| b.with_config(k, v),
+                )
+                .map_err(fail)?
+                .build()
+                .map_err(|e| fail(e.to_string()))?,
+            ),
+            "az" => Arc::new(
+                configure(
+                    MicrosoftAzureBuilder::from_env().with_url(&base),
+                    &options.azure,
+                    |b: MicrosoftAzureBuilder, k, v: String| b.with_config(k, v),
+                )
+                .map_err(fail)?
+                .build()
+                .map_err(|e| fail(e.to_string()))?,
+            ),
+            "gs" => Arc::new(
+                configure(
+                    GoogleCloudStorageBuilder::from_env().with_url(&base),
+                    &options.gcs,
+                    |b: GoogleCloudStorageBuilder, k, v: String| b.with_config(k, v),
+                )
+                .map_err(fail)?
+                .build()
+                .map_err(|e| fail(e.to_string()))?,
+            ),
             other => return Err(fail(format!("unknown scheme {other}"))),
         };
         let prefix = Key::parse(url.path().trim_matches('/')).map_err(|e| fail(e.to_string()))?;
@@ -464,6 +470,22 @@ impl Storage {
         root.size(&key).await?;
         Ok(Input::Remote { root, key })
     }
+}
+
+/// `builder` with every option of `options` applied through `set`, each key parsed as the
+/// store's config key `K`.
+fn configure<B, K: FromStr>(
+    builder: B,
+    options: &BTreeMap<String, String>,
+    set: impl Fn(B, K, String) -> B,
+) -> Result<B, String>
+where
+    K::Err: fmt::Display,
+{
+    options.iter().try_fold(builder, |builder, (key, value)| {
+        let key = K::from_str(key).map_err(|e| e.to_string())?;
+        Ok(set(builder, key, value.clone()))
+    })
 }
 
 /// An object-store error as a reason a client can act on.

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::ProgressBar;
 use serde_json::Value;
@@ -128,14 +128,11 @@ async fn two_consumers_on_two_hosts_write_every_part_to_s3_once_through_a_kill_9
     // Stop the first consumer once it has indexed chunks of its own, and kill it while the
     // job is unfinished: deterministic, whatever the speed of the machine.
     let pid = victim.id().expect("running");
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        assert!(Instant::now() < deadline, "the first consumer never indexed a chunk");
-        if indexed(Some(pid.to_string())).await > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the first consumer to index a chunk", TIMEOUT, || {
+        let own = indexed(Some(pid.to_string()));
+        async move { (own.await > 0).then_some(()) }
+    })
+    .await;
     signal(pid, "-STOP");
     let before = indexed(None).await;
     assert!(before < chunks, "the job finished before the kill ({before} of {chunks} chunks): make it larger");
