@@ -102,8 +102,10 @@ async fn the_api_started_before_clickhouse_waits_for_it() {
     let (health, readiness) = eventually("the starting API to answer", Duration::from_secs(60), || {
         let base = base.clone();
         async move {
-            let health = get(&format!("{base}/healthz"), None).await;
+            // Readiness first: once it answers, the API is listening, so the liveness probe that
+            // follows cannot race the listener's start.
             let readiness = get(&format!("{base}/readyz"), None).await;
+            let health = get(&format!("{base}/healthz"), None).await;
             (readiness.0 == 503 && readiness.1["waiting_for"].as_str().is_some_and(|w| !w.is_empty()))
                 .then_some((health, readiness))
         }
