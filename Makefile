@@ -9,7 +9,7 @@ CARGO ?= cargo
 PROFILE ?= release
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test lint bench services-up services-down services-status build pytools
+.PHONY: demo test lint bench scale services-up services-down services-status build pytools
 
 build:
 	$(CARGO) build --profile $(PROFILE) --bins
@@ -40,3 +40,9 @@ test: lint services-up pytools build
 
 bench:
 	$(CARGO) bench -p shardflow-model
+
+# The whole pipeline at scale on the real services (bench/scale.py; docs/benchmarks.md).
+ROWS ?= 10000000
+CONSUMERS ?= 2
+scale: services-up build
+	bench/scale.py --rows $(ROWS) --consumers $(CONSUMERS)

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -387,6 +387,10 @@ impl Shared {
             let (Err(e), Some(wait)) = (result, wait) else {
                 if dead.is_none() {
                     self.metrics.chunk_seconds.observe(started.elapsed().as_secs_f64());
+                    if let Some(published) = message.timestamp().to_millis() {
+                        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                        self.metrics.publish_to_index_seconds.observe((now - published).max(0) as f64 / 1000.0);
+                    }
                 }
                 break Outcome::Durable;
             };
