@@ -76,6 +76,24 @@ fn avro_name(name: &str, index: usize, taken: &mut std::collections::HashSet<Str
 /// [`CodecError::Encode`] naming the column when a type has no Avro form or a value
 /// does not fit its wire type (a UInt64 above `i64::MAX`).
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, CodecError> {
+    let wire = wire_batch(batch)?;
+    let mut writer =
+        AvroWriter::new(Vec::with_capacity(batch.get_array_memory_size() / 2 + 256), wire.schema().as_ref().clone())
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+    writer.write(&wire).map_err(|e| CodecError::Encode(e.to_string()))?;
+    writer.finish().map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(writer.into_inner())
+}
+
+/// `batch` as it goes into Avro: each column as the nearest Avro type under a valid Avro
+/// name, with its original name and type in the field's attributes (see the module
+/// documentation). The same input schema always gives the same wire schema, so an Avro
+/// file of many batches (`producer convert`) takes each batch through this.
+///
+/// # Errors
+/// [`CodecError::Encode`] naming the column when a type has no Avro form or a value
+/// does not fit its wire type (a UInt64 above `i64::MAX`).
+pub fn wire_batch(batch: &RecordBatch) -> Result<RecordBatch, CodecError> {
     let mut taken = std::collections::HashSet::new();
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
@@ -106,13 +124,8 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, CodecError> {
         ("avro.namespace".to_string(), "shardflow".to_string()),
     ]);
     let schema = Schema::new_with_metadata(fields, metadata);
-    let wire = RecordBatch::try_new(Arc::new(schema.clone()), columns)
-        .map_err(|e| CodecError::Encode(format!("building the wire batch: {e}")))?;
-    let mut writer = AvroWriter::new(Vec::with_capacity(batch.get_array_memory_size() / 2 + 256), schema)
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
-    writer.write(&wire).map_err(|e| CodecError::Encode(e.to_string()))?;
-    writer.finish().map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(writer.into_inner())
+    RecordBatch::try_new(Arc::new(schema), columns)
+        .map_err(|e| CodecError::Encode(format!("building the wire batch: {e}")))
 }
 
 /// What the embedded schema says about a field: its original name and Arrow type, when

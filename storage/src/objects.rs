@@ -227,12 +227,56 @@ impl Root {
     }
 }
 
+/// How long a client keeps trying a store that does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patience {
+    /// A service's: object_store's defaults (up to 10 retries over 3 minutes), so that a
+    /// store restarting does not fail a job.
+    Service,
+    /// A command a user waits on (`producer convert`): one retry, a 5-second connect
+    /// timeout, so that an unreachable store is an error within seconds.
+    Command,
+}
+
+impl Patience {
+    fn retry(self) -> object_store::RetryConfig {
+        match self {
+            Patience::Service => object_store::RetryConfig::default(),
+            Patience::Command => object_store::RetryConfig {
+                max_retries: 1,
+                retry_timeout: std::time::Duration::from_secs(10),
+                ..object_store::RetryConfig::default()
+            },
+        }
+    }
+
+    /// `options` with the patience's client options under them (a configured key wins).
+    fn under(self, options: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut merged = BTreeMap::new();
+        if self == Patience::Command {
+            merged.insert("connect_timeout".to_string(), "5s".to_string());
+        }
+        merged.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merged
+    }
+}
+
 impl ObjectRoot {
-    /// A client for `url` (`s3://`, `az://` or `gs://`).
+    /// A client for `url` (`s3://`, `az://` or `gs://`), as patient as a service.
     ///
     /// # Errors
     /// [`LocationError::Store`] when object_store cannot build the client.
     pub fn open(url: &Url, options: &Options) -> Result<ObjectRoot, LocationError> {
+        ObjectRoot::open_with(url, options, Patience::Service)
+    }
+
+    /// A client for `url` (`s3://`, `az://` or `gs://`) that retries as `patience` says.
+    /// The configured options come after the patience's, so a configured client option
+    /// (`timeout`, `connect_timeout`) wins.
+    ///
+    /// # Errors
+    /// [`LocationError::Store`] when object_store cannot build the client.
+    pub fn open_with(url: &Url, options: &Options, patience: Patience) -> Result<ObjectRoot, LocationError> {
         use object_store::aws::AmazonS3Builder;
         use object_store::azure::MicrosoftAzureBuilder;
         use object_store::gcp::GoogleCloudStorageBuilder;
@@ -242,8 +286,8 @@ impl ObjectRoot {
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" => Arc::new(
                 configure(
-                    AmazonS3Builder::from_env().with_url(&base),
-                    &options.s3,
+                    AmazonS3Builder::from_env().with_url(&base).with_retry(patience.retry()),
+                    &patience.under(&options.s3),
                     |b: AmazonS3Builder, k, v: String| b.with_config(k, v),
                 )
                 .map_err(fail)?
@@ -252,8 +296,8 @@ impl ObjectRoot {
             ),
             "az" => Arc::new(
                 configure(
-                    MicrosoftAzureBuilder::from_env().with_url(&base),
-                    &options.azure,
+                    MicrosoftAzureBuilder::from_env().with_url(&base).with_retry(patience.retry()),
+                    &patience.under(&options.azure),
                     |b: MicrosoftAzureBuilder, k, v: String| b.with_config(k, v),
                 )
                 .map_err(fail)?
@@ -262,8 +306,8 @@ impl ObjectRoot {
             ),
             "gs" => Arc::new(
                 configure(
-                    GoogleCloudStorageBuilder::from_env().with_url(&base),
-                    &options.gcs,
+                    GoogleCloudStorageBuilder::from_env().with_url(&base).with_retry(patience.retry()),
+                    &patience.under(&options.gcs),
                     |b: GoogleCloudStorageBuilder, k, v: String| b.with_config(k, v),
                 )
                 .map_err(fail)?
