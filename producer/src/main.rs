@@ -1,6 +1,7 @@
 //! `producer`: generate shards, fit a model, publish shards, serve the API.
 
 mod client;
+mod convert;
 mod inspect;
 mod plot;
 
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::client::ApiClient;
+use crate::convert::{Convert, convert};
 use crate::inspect::{describe_with, load_model, load_with_metadata};
 use crate::plot::{pick, plot};
 use anyhow::{Context, bail};
@@ -105,6 +107,42 @@ enum Command {
     /// Inspect fitted models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run SQL over one file and write the result in any format, or show its first rows.
+    ///
+    /// The input (CSV with its schema inferred, Parquet, NDJSON, Arrow IPC or Avro; a path or an s3://, az://,
+    /// gs:// URL, credentials from [storage.s3|azure|gcs] and the environment) is the table `data`. The result
+    /// streams batch by batch into the output (format from --format or its extension), with no row cap.
+    Convert {
+        /// The file to read: a path or a URL.
+        #[arg(long)]
+        input: String,
+        /// Where to write the result: a path or a URL (without it, the first rows are shown).
+        #[arg(long)]
+        output: Option<String>,
+        /// The query over the table `data`.
+        #[arg(long, default_value = shardflow_query::SELECT_ALL)]
+        sql: String,
+        /// The output's format: csv, parquet, json (newline-delimited), arrow (IPC file) or avro (default: from
+        /// the output's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// The input's format (default: from its extension).
+        #[arg(long)]
+        input_format: Option<String>,
+        /// The CSV input's field delimiter: one character, or `tab` (default `,`; `tab` for .tsv).
+        #[arg(long)]
+        delimiter: Option<String>,
+        /// The CSV input has no header line (columns are then column_1, column_2, ...).
+        #[arg(long)]
+        no_header: bool,
+        /// Print the first N rows of the result as a table on stdout (default: 20 without --output, else 0).
+        #[arg(long)]
+        show: Option<usize>,
+        /// Memory the query's operators may hold, in bytes (K, M, G suffixes); sorts and aggregations spill to
+        /// disk beyond it.
+        #[arg(long, default_value = "1G")]
+        memory_limit: String,
+    },
     /// Serve the HTTP API.
     Serve,
     /// List jobs from a running API, newest first.
@@ -359,6 +397,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {shown}: column {} ({} values binned, {} modal or null left out)",
                 done.column, done.values, done.modal
             );
+        }
+        Command::Convert { input, output, sql, format, input_format, delimiter, no_header, show, memory_limit } => {
+            let args = Convert { input, output, sql, format, input_format, delimiter, no_header, show, memory_limit };
+            convert(&config, args).await?;
         }
         Command::Jobs { status, dataset, limit, api } => {
             let client = ApiClient::new(&api.unwrap_or_else(|| default_api(&config)));
