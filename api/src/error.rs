@@ -217,6 +217,8 @@ impl From<SubmitError> for ApiError {
             }
             SubmitError::NoDataset { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_dataset", e.to_string()),
             SubmitError::BadDataset(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_dataset", e.to_string()),
+            SubmitError::BadQuery(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", e.to_string()),
+            SubmitError::QueryFailed(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "query_failed", e.to_string()),
             SubmitError::WrongDataset { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_dataset", e.to_string())
             }

@@ -98,6 +98,12 @@ pub(crate) struct JobRequest {
     pub model_id: Option<String>,
     /// Rows per chunk (default: publish.chunk_rows).
     pub chunk_rows: Option<usize>,
+    /// A query over the file, which is the table `data` (for example
+    /// `SELECT * FROM data WHERE Amount > 0`): the job publishes only the query's rows and
+    /// columns. The file may then be CSV, Parquet, NDJSON, Arrow IPC or Avro (by its
+    /// extension). Bad SQL, or a column the file lacks, is 422 `bad_query` before any job
+    /// is recorded.
+    pub sql: Option<String>,
     /// Answer only when every chunk is done (200), instead of at once (202).
     #[serde(default)]
     pub wait: bool,
@@ -179,7 +185,7 @@ impl Accepted {
         (status = 409, body = ErrorBody, description = "The model cannot be loaded"),
         (status = 413, body = ErrorBody, description = "Body larger than 1 MiB"),
         (status = 415, body = ErrorBody, description = "Body is not JSON"),
-        (status = 422, body = ErrorBody, description = "Wrong fields, bad chunk_rows or rows, or chunks dead-lettered"),
+        (status = 422, body = ErrorBody, description = "Wrong fields, bad chunk_rows or rows, bad sql (bad_query, query_failed), or chunks dead-lettered"),
         (status = 503, body = ErrorBody, description = "ClickHouse or Kafka unavailable"),
         (status = 504, body = ErrorBody, description = "With wait: not done within api.wait_timeout"),
     ))]
@@ -196,7 +202,7 @@ pub(crate) async fn submit(
         (None, Some(generated)) => Input::Local(generate_shard(&state, generated).await?),
         _ => return Err(ApiError::bad_request("give exactly one of file_path and generate")),
     };
-    let target = Target { dataset: request.dataset.clone(), model, job_id: None };
+    let target = Target { dataset: request.dataset.clone(), model, job_id: None, sql: request.sql.clone() };
     let submitted = state.jobs.submit(&input, target, request.chunk_rows).await?;
     if !request.wait {
         return Ok((StatusCode::ACCEPTED, Json(Accepted::new(submitted))).into_response());

@@ -208,7 +208,7 @@ pub(crate) async fn shards(
     converted?;
     let submitted = match state.jobs.named_model(options.model_id.as_deref()).await {
         Ok(model) => {
-            let target = Target { dataset: options.dataset.clone(), model, job_id: Some(id.clone()) };
+            let target = Target { dataset: options.dataset.clone(), model, job_id: Some(id.clone()), sql: None };
             state
                 .jobs
                 .submit(&shardflow_storage::objects::Input::Local(shard.clone()), target, options.chunk_rows)

@@ -14,8 +14,9 @@ use indicatif::ProgressBar;
 use prometheus_client::metrics::counter::Counter;
 use shardflow_config::{Config, FitConfig, PublishConfig};
 use shardflow_model::Model;
+use shardflow_query::{Input as QueryInput, QueryError, Session, Sink};
 use shardflow_storage::PathError;
-use shardflow_storage::objects::{Input, Storage};
+use shardflow_storage::objects::{Input, Patience, Storage};
 use shardflow_storage::shard::{AMOUNT, ShardError};
 use shardflow_storage::table::{Table, list_shards};
 use shardflow_store::{Index, IndexError, JobRow, JobStatus, ModelRow, model_source};
@@ -95,6 +96,22 @@ pub enum SubmitError {
     /// unreachable, or the local copy cannot be written).
     #[error(transparent)]
     Input(#[from] PathError),
+    /// The job's `sql` does not parse, is not one query, or names a column or table the
+    /// file lacks.
+    #[error("{0}")]
+    BadQuery(String),
+    /// The job's `sql` failed while it ran over the file, or its result cannot be written.
+    #[error("{0}")]
+    QueryFailed(String),
+}
+
+impl From<QueryError> for SubmitError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadQuery(_) => SubmitError::BadQuery(e.to_string()),
+            other => SubmitError::QueryFailed(other.to_string()),
+        }
+    }
 }
 
 fn column_diff(missing: &[String], unexpected: &[String]) -> String {
@@ -117,7 +134,13 @@ pub struct Target {
     /// The job's id when the caller chose it (an upload's job is named by its upload, so
     /// that a retried upload finds it); else a new one.
     pub job_id: Option<String>,
+    /// A query over the file (the table `data`): the job publishes its result's rows and
+    /// columns instead of the file's ([`JobService::query`]).
+    pub sql: Option<String>,
 }
+
+/// Memory a job's query may hold (its operators spill to disk beyond it).
+const QUERY_MEMORY: usize = 512 << 20;
 
 /// Why waiting for a job did not end in every chunk transformed.
 #[derive(Debug, thiserror::Error)]
@@ -317,7 +340,19 @@ impl JobService {
             check_dataset_name(name)?;
         }
         let (local, copy) = self.local_copy(input).await?;
-        let removing = LocalCopy(copy);
+        let mut removing = LocalCopy(copy);
+        let mut source = input.name();
+        let local = match target.sql.as_deref() {
+            Some(sql) => {
+                let (result, dir) = self.query(&local, sql).await?;
+                // The result is the job's shard and its source, so that a resumed job
+                // publishes the same rows; the copy of the input is not needed any more.
+                removing = LocalCopy(Some(dir));
+                source = result.display().to_string();
+                result
+            }
+            None => local,
+        };
         let path = local.as_path();
         let checked = path.to_path_buf();
         let (schema, rows) = tokio::task::spawn_blocking(move || {
@@ -357,7 +392,7 @@ impl JobService {
             .into());
         }
         let status = if model.is_some() { JobStatus::Publishing } else { JobStatus::Fitting };
-        let mut job = new_job(&input.name(), &dataset, chunk_rows, status);
+        let mut job = new_job(&source, &dataset, chunk_rows, status);
         if let Some(id) = target.job_id {
             job.job_id = id;
         }
@@ -369,6 +404,31 @@ impl JobService {
             Submitted { job_id: job.job_id.clone(), status, rows, chunks: rows.div_ceil(chunk_rows as u64) };
         self.spawn(job, path.to_path_buf(), removing, model);
         Ok(submitted)
+    }
+
+    /// Run `sql` over the local file `path` (any format `producer convert` reads, told by
+    /// its extension) and write the result to `queries/<uuid>/data.parquet` under the first
+    /// local data root. Returns the result's path and its directory (the caller removes it
+    /// once the job has published).
+    ///
+    /// # Errors
+    /// [`SubmitError::BadQuery`] when the query is refused before it runs (nothing is
+    /// written), [`SubmitError::QueryFailed`] when it fails while running.
+    pub async fn query(&self, path: &Path, sql: &str) -> Result<(PathBuf, PathBuf), SubmitError> {
+        let input = QueryInput::new(&path.to_string_lossy(), None)?;
+        let options = self.config.storage.options();
+        let session = Session::open(&input, &options, Patience::Service, Some(QUERY_MEMORY)).await?;
+        session.plan(sql).await?;
+        let scratch = self.config.storage.local_data_root().unwrap_or(Path::new("."));
+        let dir = scratch.join("queries").join(uuid::Uuid::now_v7().to_string());
+        let result = dir.join("data.parquet");
+        // Removed if the query fails half way.
+        let mut removing = LocalCopy(Some(dir.clone()));
+        let sink = Sink::new(&result.to_string_lossy(), Some("parquet"))?;
+        let ran = session.run(sql, Some(&sink), 0, &options).await?;
+        info!(source = %path.display(), rows = ran.rows, result = %result.display(), "ran the job's query");
+        removing.0 = None;
+        Ok((result, dir))
     }
 
     /// The dataset of a file no request named one for: the registered dataset whose
