@@ -31,6 +31,22 @@ pub async fn serve_api(config: &Config) -> String {
     base
 }
 
+/// `POST /jobs` with `body` (waiting up to 300 s): the status and the JSON answer.
+///
+/// # Panics
+/// When the API does not answer JSON (tests only).
+pub async fn post_job(base: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/jobs"))
+        .json(&body)
+        .timeout(std::time::Duration::from_secs(300))
+        .send()
+        .await
+        .expect("POST /jobs");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
 /// Upload `csv` to `POST /csv_upload`; the answer, which must be 200.
 pub async fn upload_csv(base: &str, csv: &[u8]) -> serde_json::Value {
     let (content_type, body) = multipart("csv_file", "rounds.csv", csv);

@@ -20,7 +20,7 @@ use rdkafka::producer::FutureRecord;
 use shardflow_model::{ALPHA_CLIP, ColumnKind, Model};
 use shardflow_storage::part_name;
 use shardflow_store::Index;
-use shardflow_testkit::dataset::{read_part, read_table, serve_api};
+use shardflow_testkit::dataset::{post_job, read_part, read_table, serve_api};
 use shardflow_testkit::{TestEnv, eventually};
 
 const ROWS: usize = 20_000;
@@ -77,18 +77,6 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
         .expect("parquet writer");
     writer.write(batch).expect("write");
     writer.close().expect("close");
-}
-
-async fn post_job(base: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/jobs"))
-        .json(&body)
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .expect("POST /jobs");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON answer"))
 }
 
 async fn get(base: &str, path: &str) -> serde_json::Value {
