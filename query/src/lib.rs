@@ -176,11 +176,16 @@ pub(crate) fn store_error(location: &str, error: &object_store::Error) -> QueryE
 /// The innermost cause of `error`: object_store's outer messages repeat the request, the
 /// inner one says what went wrong (connection refused, a timeout).
 fn deepest(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
+    let mut root = None;
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        root = Some(next);
+        cause = next.source();
     }
-    if std::ptr::eq(cause, error) { error.to_string() } else { format!("{error}: {cause}") }
+    match root {
+        Some(root) => format!("{error}: {root}"),
+        None => error.to_string(),
+    }
 }
 
 /// A DataFusion error met while planning, as a [`QueryError`].

@@ -33,11 +33,11 @@ pub struct Sink {
 
 /// One format's writer over the temporary file.
 pub(crate) enum Writer {
-    Csv(CsvWriter<BufWriter<File>>),
-    Json(LineDelimitedWriter<BufWriter<File>>),
-    Arrow(IpcWriter<BufWriter<File>>),
-    Parquet(ArrowWriter<File>),
-    Avro(arrow_avro::writer::AvroWriter<BufWriter<File>>),
+    Csv(Box<CsvWriter<BufWriter<File>>>),
+    Json(Box<LineDelimitedWriter<BufWriter<File>>>),
+    Arrow(Box<IpcWriter<BufWriter<File>>>),
+    Parquet(Box<ArrowWriter<File>>),
+    Avro(Box<arrow_avro::writer::AvroWriter<BufWriter<File>>>),
 }
 
 /// An open writer and the temporary file it writes.
@@ -103,19 +103,19 @@ impl Sink {
         let file = File::create(&path).map_err(|e| self.failed(e))?;
         let temporary = Temporary(Some(path));
         let writer = match self.format {
-            Format::Csv => Writer::Csv(CsvWriter::new(BufWriter::new(file))),
-            Format::Json => Writer::Json(LineDelimitedWriter::new(BufWriter::new(file))),
+            Format::Csv => Writer::Csv(Box::new(CsvWriter::new(BufWriter::new(file)))),
+            Format::Json => Writer::Json(Box::new(LineDelimitedWriter::new(BufWriter::new(file)))),
             Format::Arrow => {
-                Writer::Arrow(IpcWriter::try_new(BufWriter::new(file), schema).map_err(|e| self.failed(e))?)
+                Writer::Arrow(Box::new(IpcWriter::try_new(BufWriter::new(file), schema).map_err(|e| self.failed(e))?))
             }
             Format::Parquet => {
                 let properties = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
                     .set_max_row_group_size(ROW_GROUP_ROWS)
                     .build();
-                Writer::Parquet(
-                    ArrowWriter::try_new(file, schema.clone(), Some(properties)).map_err(|e| self.failed(e))?,
-                )
+                let writer =
+                    ArrowWriter::try_new(file, schema.clone(), Some(properties)).map_err(|e| self.failed(e))?;
+                Writer::Parquet(Box::new(writer))
             }
             Format::Avro => {
                 // Avro has fewer types and stricter names: the chunk codec's wire form.
@@ -123,7 +123,7 @@ impl Sink {
                 let wire = shardflow_schemas::ocf::wire_batch(&empty).map_err(|e| self.failed(e))?.schema();
                 let writer = arrow_avro::writer::AvroWriter::new(BufWriter::new(file), wire.as_ref().clone())
                     .map_err(|e| self.failed(e))?;
-                Writer::Avro(writer)
+                Writer::Avro(Box::new(writer))
             }
         };
         Ok(Open { writer, temporary })
