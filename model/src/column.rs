@@ -1,9 +1,11 @@
 //! The fitted encoding of one column, and the output columns it produces.
 
+use arrow_array::Array;
 use arrow_schema::{DataType, Field};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+use crate::binned::Histogram;
 use crate::gmm::Mixture;
 use crate::tail::TailTransform;
 
@@ -156,6 +158,37 @@ impl ColumnModel {
     #[must_use]
     pub fn with_tail(self, tail: Option<TailTransform>) -> Self {
         Self { tail, ..self }
+    }
+
+    /// The same column encoded with `mixture` (its valid components as the one-hot).
+    #[must_use]
+    pub fn with_mixture(self, mixture: Mixture) -> Self {
+        Self { one_hot: mixture.valid_components(), mixture: Some(mixture), ..self }
+    }
+
+    /// Add the values of `values` that this column's mixture models to `histogram`, in the
+    /// mixture's space: finite values, modal values left out, through the tail transform
+    /// (what a fit of this column on `values` would see). Categorical columns add nothing.
+    ///
+    /// # Errors
+    /// [`ModelError::ColumnType`] unless `values` are numbers, dates or timestamps.
+    pub fn add_to_histogram(&self, values: &dyn Array, histogram: &mut Histogram) -> Result<(), ModelError> {
+        if self.kind == ColumnKind::Categorical {
+            return Ok(());
+        }
+        let floats = crate::numeric::fit_values(&self.name, values)?;
+        let modes: Vec<f64> = self.modes.iter().flatten().copied().collect();
+        let mut add = |v: f64| {
+            if v.is_finite() && !modes.contains(&v) {
+                histogram.add(self.tail.map_or(v, |t| t.forward(v).0));
+            }
+        };
+        if floats.null_count() == 0 {
+            floats.values().iter().for_each(|&v| add(v));
+        } else {
+            floats.iter().flatten().for_each(add);
+        }
+        Ok(())
     }
 
     /// The mixture of a continuous or mixed column.

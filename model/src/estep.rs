@@ -16,6 +16,7 @@
 
 use rayon::prelude::*;
 
+use crate::binned::Point;
 use crate::lanes::{self, Acc, Kernel, Lanes, exp, lane_sum, max};
 
 /// Rows per parallel task.
@@ -161,6 +162,81 @@ pub(crate) fn e_step(x: &Sorted, lr: &LogRho) -> Stats {
     let k = lr.mean.len();
     let parts: Vec<Stats> = x.0.par_chunks(TASK_ROWS).map(|x| lanes::dispatch(TaskStats { x, lr })).collect();
     parts.iter().fold(Stats::zero(k), Stats::merge)
+}
+
+/// Points per parallel task of [`e_step_weighted`].
+const POINT_TASK: usize = 4096;
+
+/// [`e_step`] over weighted points (a histogram's bins): every row of a bin shares one
+/// responsibility vector, the one that maximizes the bound given the bin's exact mean and
+/// variance, `r ∝ exp(c - hp ((mean - mu)^2 + variance))`. Moments carry the bins'
+/// variances, so they are the rows' exact moments under those responsibilities. Parallel
+/// over fixed tasks merged in order: the same points give the same bits on any thread count.
+pub(crate) fn e_step_weighted(points: &[Point], lr: &LogRho) -> Stats {
+    let k = lr.mean.len();
+    let parts: Vec<Stats> =
+        points.par_chunks(POINT_TASK).map(|points| lanes::dispatch(WeightedTask { points, lr })).collect();
+    parts.iter().fold(Stats::zero(k), Stats::merge)
+}
+
+/// One task of [`e_step_weighted`], compiled for the CPU's widest SIMD (its `mul_add`s
+/// are then single instructions).
+struct WeightedTask<'a> {
+    points: &'a [Point],
+    lr: &'a LogRho,
+}
+
+impl Kernel for WeightedTask<'_> {
+    type Output = Stats;
+
+    #[inline(always)]
+    fn run<S: pulp::Simd>(self, _simd: S) -> Stats {
+        let (points, lr) = (self.points, self.lr);
+        let k = lr.mean.len();
+        let mut stats = Stats::zero(k);
+        let (mut z, mut e) = (vec![0.0; k], vec![0.0; k]);
+        // Per component over a sub-block: sum r, sum r dx, sum r dx^2 and sum r variance,
+        // dx taken from the sub-block's first point (so sums of squares stay accurate).
+        let mut sums = vec![[0.0; 4]; k];
+        for sub in points.chunks(SUB_ROWS) {
+            let shift = sub[0].value;
+            sums.iter_mut().for_each(|s| *s = [0.0; 4]);
+            for p in sub {
+                let mut top = f64::NEG_INFINITY;
+                for (j, z) in z.iter_mut().enumerate() {
+                    let d = p.value - lr.mean[j];
+                    *z = (d.mul_add(d, p.variance)).mul_add(-lr.half_precision[j], lr.constant[j]);
+                    top = max(top, *z);
+                }
+                let mut s = 0.0;
+                for (e, z) in e.iter_mut().zip(&z) {
+                    *e = exp(z - top);
+                    s += *e;
+                }
+                let inv = p.weight / s;
+                let dx = p.value - shift;
+                // sum_k r (z - top - ln s), weighted.
+                let mut entropy = -p.weight * s.ln();
+                for ((sum, e), z) in sums.iter_mut().zip(&e).zip(&z) {
+                    let r = e * inv;
+                    entropy = r.mul_add(z - top, entropy);
+                    sum[0] += r;
+                    sum[1] = r.mul_add(dx, sum[1]);
+                    sum[2] = (r * dx).mul_add(dx, sum[2]);
+                    sum[3] = r.mul_add(p.variance, sum[3]);
+                }
+                stats.sum_r_ln_r += entropy;
+            }
+            for (m, &[n, s1, s2, v]) in stats.moments.iter_mut().zip(&sums) {
+                if n > 0.0 {
+                    let offset = s1 / n;
+                    let m2 = (s2 - s1 * offset).max(0.0) + v;
+                    *m = m.merge(Moments { n, mean: shift + offset, m2 });
+                }
+            }
+        }
+        stats
+    }
 }
 
 /// One task's rows reduced to [`Stats`].

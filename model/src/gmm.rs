@@ -7,8 +7,9 @@ use statrs::function::beta::ln_beta;
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use crate::ModelError;
-use crate::estep::{LogRho, Moments, Sorted, e_step, label_moments};
-use crate::kmeans::kmeans_labels_of_sorted;
+use crate::binned::Histogram;
+use crate::estep::{LogRho, Moments, Sorted, e_step, e_step_weighted, label_moments};
+use crate::kmeans::{kmeans_labels_of_sorted, weighted_kmeans_labels};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
@@ -136,6 +137,11 @@ impl Priors {
         let n = x.len();
         let mean = x.iter().sum::<f64>() / n as f64;
         let var = if n > 1 { x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        Self::from_mean_and_variance(mean, var, k, p)
+    }
+
+    /// The defaults given the data's mean and variance (ddof 1).
+    fn from_mean_and_variance(mean: f64, var: f64, k: usize, p: &MixtureParams) -> Self {
         Self {
             a0: vec![1.0; k],
             b0: vec![p.weight_concentration_prior; k],
@@ -245,6 +251,37 @@ fn start_from_labels(
     Ok(iterate(sorted, post, &priors, f64::NEG_INFINITY, p))
 }
 
+/// Fit on every row a [`Histogram`] holds, in O(bins) per iteration: the same model,
+/// priors and k-means++ start as [`fit`], each bin a point weighted by its rows, with its
+/// exact mean and within-bin variance (see [`crate::binned`]). A bin's rows share one
+/// responsibility vector; bins are 2^-12 of their value wide, far narrower than any
+/// component that matters, so the fit is that of the rows to well within sampling noise.
+/// The same histogram gives the same bits on any thread count, however it was merged.
+///
+/// # Errors
+/// [`ModelError::EmptySample`] when the histogram holds no finite value.
+pub fn fit_histogram(histogram: &Histogram, params: &ValidMixtureParams) -> Result<Mixture, ModelError> {
+    if histogram.is_empty() {
+        return Err(ModelError::EmptySample);
+    }
+    let p = &params.0;
+    let points = histogram.points();
+    let k = p.n_components.min(usize::try_from(histogram.rows()).unwrap_or(usize::MAX));
+    let moments = |q: &crate::binned::Point| Moments { n: q.weight, mean: q.value, m2: q.weight * q.variance };
+    let total = points.iter().fold(Moments::default(), |acc, q| acc.merge(moments(q)));
+    let var = if total.n > 1.0 { total.m2 / (total.n - 1.0) } else { 0.0 };
+    let priors = Priors::from_mean_and_variance(total.mean, var, k, p);
+    let values: Vec<f64> = points.iter().map(|q| q.value).collect();
+    let weights: Vec<f64> = points.iter().map(|q| q.weight).collect();
+    let labels = weighted_kmeans_labels(&values, &weights, k, p.seed);
+    let mut start = vec![Moments::default(); k];
+    for (q, &label) in points.iter().zip(&labels) {
+        start[label] = start[label].merge(moments(q));
+    }
+    let post = m_step(&start, &priors);
+    Ok(iterate_on(|lr| e_step_weighted(&points, lr), post, &priors, f64::NEG_INFINITY, p))
+}
+
 /// Refit on `x` starting from `previous`, as scikit-learn's `warm_start=True` does on a
 /// second call to `fit`: the priors come from `x` alone, the iterations start from the
 /// previous posterior (no k-means), and the previous lower bound is the first one the
@@ -275,14 +312,25 @@ pub fn fit_streaming(x: &[f64], prior: &Mixture, params: &ValidMixtureParams) ->
 }
 
 /// E/M iterations from `post` until the lower bound moves less than `tol`.
-fn iterate(x: &Sorted, mut post: Posterior, priors: &Priors, start_bound: f64, p: &MixtureParams) -> Mixture {
+fn iterate(x: &Sorted, post: Posterior, priors: &Priors, start_bound: f64, p: &MixtureParams) -> Mixture {
+    iterate_on(|lr| e_step(x, lr), post, priors, start_bound, p)
+}
+
+/// [`iterate`] with the E-step over any data.
+fn iterate_on(
+    e_step: impl Fn(&LogRho) -> crate::estep::Stats,
+    mut post: Posterior,
+    priors: &Priors,
+    start_bound: f64,
+    p: &MixtureParams,
+) -> Mixture {
     let mut lower_bound = start_bound;
     let mut n_iter = 0;
     let mut converged = false;
     for iter in 1..=p.max_iter {
         n_iter = iter;
         let lr = LogRho::new(&post.a, &post.b, &post.beta, &post.m, &post.nu, &post.c);
-        let stats = e_step(x, &lr);
+        let stats = e_step(&lr);
         post = m_step(&stats.moments, priors);
         let previous = lower_bound;
         lower_bound = bound(&post, stats.sum_r_ln_r);
@@ -563,6 +611,10 @@ pub enum FitStrategy {
     /// Shard after shard, the previous posterior becoming the next prior (streaming
     /// variational update): every shard counts, one shard's sample in memory at a time.
     Streaming,
+    /// Every row of every shard, not a sample: exact statistics on a fine grid
+    /// ([`Histogram`]), merged over the shards, then one fit on the grid
+    /// ([`fit_histogram`]).
+    EveryRow,
 }
 
 /// One mixture from per-shard samples (in shard order), combined by `strategy`. Empty
@@ -578,6 +630,16 @@ pub fn fit_parts(
     let mut shards = parts.iter().filter(|s| !s.is_empty());
     match strategy {
         FitStrategy::Pooled => fit(&parts.concat(), params),
+        FitStrategy::EveryRow => {
+            let mut histogram = Histogram::new();
+            for part in parts {
+                if !part.is_empty() {
+                    check_sample(part)?;
+                }
+                histogram.merge(&Histogram::of(part));
+            }
+            fit_histogram(&histogram, params)
+        }
         FitStrategy::WarmStart | FitStrategy::Streaming => {
             let first = shards.next().ok_or(ModelError::EmptySample)?;
             let step = if strategy == FitStrategy::WarmStart { fit_warm_start } else { fit_streaming };

@@ -48,6 +48,79 @@ pub(crate) fn kmeans_labels_of_sorted(x: &[f64], sorted: &[f64], k: usize, seed:
     labels
 }
 
+/// [`kmeans_labels`] for weighted points (`weight[i]` rows at `sorted[i]`, ascending):
+/// the same k-means++ seeding and Lloyd steps, every sum and draw weighted, so a point of
+/// weight w counts as w rows at its value. One label per point.
+pub(crate) fn weighted_kmeans_labels(sorted: &[f64], weight: &[f64], k: usize, seed: u64) -> Vec<usize> {
+    debug_assert!(!sorted.is_empty() && k >= 1 && sorted.len() == weight.len());
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut centres = weighted_plus_plus(sorted, weight, k, &mut rng);
+    let weighted: Vec<f64> = sorted.iter().zip(weight).map(|(x, w)| x * w).collect();
+    let (sums, counts) = (CompensatedPrefix::new(&weighted), CompensatedPrefix::new(weight));
+    let mut previous = Vec::new();
+    for _ in 0..MAX_ITER {
+        let runs = runs(sorted, &centres);
+        if runs == previous {
+            break;
+        }
+        let mut start = 0;
+        for &(end, label) in &runs {
+            let n = counts.sum(start, end);
+            if end > start && n > 0.0 {
+                centres[label] = sums.sum(start, end) / n;
+            }
+            start = end;
+        }
+        previous = runs;
+    }
+    let mut labels = vec![usize::MAX; sorted.len()];
+    assign(sorted, &centres, &mut labels);
+    labels
+}
+
+/// [`plus_plus`] with weights: draws in proportion to weight x squared distance.
+fn weighted_plus_plus(x: &[f64], w: &[f64], k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
+    let trials = 2 + (k as f64).ln() as usize;
+    let draw = |cumulative: &[f64], rng: &mut Xoshiro256PlusPlus| {
+        let target = rng.random::<f64>() * cumulative.last().copied().unwrap_or(0.0);
+        cumulative.partition_point(|c| *c < target).min(x.len() - 1)
+    };
+    let prefix = |terms: &mut dyn Iterator<Item = f64>| {
+        let mut acc = 0.0;
+        terms
+            .map(|t| {
+                acc += t;
+                acc
+            })
+            .collect::<Vec<f64>>()
+    };
+    let first = x[draw(&prefix(&mut w.iter().copied()), rng)];
+    let mut centres = vec![first];
+    let mut closest: Vec<f64> = x.iter().map(|v| (v - first).powi(2)).collect();
+    let potential_with = |closest: &[f64], c: f64| -> f64 {
+        x.iter().zip(closest).zip(w).map(|((v, d), w)| w * d.min((v - c).powi(2))).sum()
+    };
+    let mut potential = potential_with(&closest, first);
+    while centres.len() < k {
+        let cumulative = prefix(&mut closest.iter().zip(w).map(|(d, w)| d * w));
+        let mut best: Option<(f64, f64)> = None; // (potential, centre)
+        for _ in 0..trials {
+            let candidate = x[draw(&cumulative, rng)];
+            let pot = potential_with(&closest, candidate);
+            if best.is_none_or(|(p, _)| pot < p) {
+                best = Some((pot, candidate));
+            }
+        }
+        let (pot, centre) = best.unwrap_or((potential, first));
+        for (d, v) in closest.iter_mut().zip(x) {
+            *d = d.min((v - centre).powi(2));
+        }
+        potential = pot;
+        centres.push(centre);
+    }
+    centres
+}
+
 /// Prefix sums carried as (high, low) pairs, so a range sum keeps full precision even
 /// far into a long, heavy-tailed array.
 struct CompensatedPrefix {

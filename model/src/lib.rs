@@ -23,6 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod binned;
 mod categorical;
 mod column;
 mod estep;
@@ -43,11 +44,12 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use binned::{Histogram, KEY_BITS, MANTISSA_BITS, Point};
 pub use categorical::fit_categories;
 pub use column::{ColumnKind, ColumnModel, KindSource};
 pub use gmm::{
-    FitStrategy, Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels, fit_parts, fit_streaming,
-    fit_warm_start,
+    FitStrategy, Mixture, MixtureParams, ValidMixtureParams, fit, fit_from_labels, fit_histogram, fit_parts,
+    fit_streaming, fit_warm_start,
 };
 pub use infer::{ColumnSpec, InferenceParams, Inferred, compare_tails, fit_column, fit_column_in_parts, infer_kind};
 pub use kmeans::kmeans_labels;
