@@ -2,7 +2,8 @@
 //! sample from each shard (Parquet or CSV, read `threads` at a time), then each column's
 //! encoding — its kind given by `fit.kinds` / `fit.modes` or inferred, its mixture fitted
 //! over the shards' samples as `fit.strategy` says (pooled by default, or shard after shard:
-//! warm start or streaming update). Written as `model.json` and `metadata.json` and
+//! warm start or streaming update), or, for `every_row`, refitted on every row of every
+//! shard in one more pass (exact histograms, merged). Written as `model.json` and `metadata.json` and
 //! registered in ClickHouse.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use shardflow_config::{FitConfig, FitStrategy};
 use shardflow_model::{
-    ColumnKind, ColumnModel, FORMAT_VERSION, Model, ModelError, TailComparison, compare_tails, fit_column_in_parts,
+    ColumnKind, ColumnModel, FORMAT_VERSION, Histogram, Model, ModelError, TailComparison, ValidMixtureParams,
+    compare_tails, fit_column_in_parts, fit_histogram,
 };
 use shardflow_storage::objects::Root;
 use shardflow_storage::shard::{AMOUNT, ShardError, ShardStats};
@@ -242,8 +244,10 @@ pub fn fit(
     let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: "*".into(), source })?;
     let mut columns = Vec::with_capacity(order.len());
     let mut metadata_columns = Vec::with_capacity(order.len());
+    let mut indices = Vec::with_capacity(order.len());
     for name in &order {
         let Some((index, _)) = schema.column_with_name(name) else { continue };
+        indices.push(index);
         let mut spec = config.spec(name);
         if amount {
             spec.kind = Some(ColumnKind::Continuous);
@@ -264,6 +268,16 @@ pub fn fit(
             .push(ColumnMetadata { tails, ..column_metadata(&column, &columns_stats[index], rows_total, sampled) });
         columns.push(column);
     }
+    if config.strategy == FitStrategy::EveryRow {
+        let seen = refit_on_every_row(shards, csv_schema, &mut columns, &params, threads, progress)?;
+        for ((meta, column), (rows, &index)) in metadata_columns.iter_mut().zip(&columns).zip(seen.iter().zip(&indices))
+        {
+            if let Some(rows) = *rows {
+                let fresh = column_metadata(column, &columns_stats[index], rows_total, 0);
+                *meta = ColumnMetadata { tails: meta.tails.take(), sampled: rows, ..fresh };
+            }
+        }
+    }
     let model = Model::new(dataset, columns);
     model.check().map_err(|source| FitError::Model { column: "*".into(), source })?;
     let metadata = Metadata {
@@ -279,6 +293,96 @@ pub fn fit(
     };
     Ok((model, metadata))
 }
+
+/// Per continuous or mixed column, its histograms (in column order).
+type Histograms = Vec<Option<Histogram>>;
+
+/// `fit.strategy = every_row`: one more streaming pass, over every row of every shard (read
+/// `threads` at a time), adds each continuous or mixed column's values to its exact
+/// histogram in the mixture's space (kind, modes and tail as the sample fit chose them);
+/// the shards' histograms are merged (exactly, so in any order) and the column's mixture
+/// is refitted on the grid. Returns, per column, the rows its mixture now models (`None`
+/// for columns left as they were: categorical, or nothing but modal values).
+fn refit_on_every_row(
+    shards: &[PathBuf],
+    csv_schema: Option<arrow_schema::SchemaRef>,
+    columns: &mut [ColumnModel],
+    params: &ValidMixtureParams,
+    threads: usize,
+    progress: &ProgressBar,
+) -> Result<Vec<Option<u64>>, FitError> {
+    let numeric: Vec<String> =
+        columns.iter().filter(|c| c.kind != ColumnKind::Categorical).map(|c| c.name.clone()).collect();
+    if numeric.is_empty() {
+        return Ok(vec![None; columns.len()]);
+    }
+    progress.inc_length(shards.len() as u64);
+    let empty =
+        || -> Histograms { columns.iter().map(|c| (c.kind != ColumnKind::Categorical).then(Histogram::new)).collect() };
+    let shared: &[ColumnModel] = columns;
+    let next = AtomicUsize::new(0);
+    let per_worker: Vec<Result<Histograms, FitError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, shards.len()))
+            .map(|_| {
+                scope.spawn(|| -> Result<Histograms, FitError> {
+                    let mut histograms = empty();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = shards.get(i) else { return Ok(histograms) };
+                        let csv = if is_csv(path) { csv_schema.clone() } else { None };
+                        for batch in Table::open(path, &numeric, csv)?.batches(EVERY_ROW_BATCH)? {
+                            let batch = batch?;
+                            for (column, histogram) in shared.iter().zip(&mut histograms) {
+                                let (Some(histogram), Some(values)) = (histogram, batch.column_by_name(&column.name))
+                                else {
+                                    continue;
+                                };
+                                column
+                                    .add_to_histogram(values.as_ref(), histogram)
+                                    .map_err(|source| FitError::Model { column: column.name.clone(), source })?;
+                            }
+                        }
+                        progress.inc(1);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(FitError::Shard(ShardError::Read {
+                        path: "every-row pass".into(),
+                        reason: "histogram thread failed".into(),
+                    }))
+                })
+            })
+            .collect()
+    });
+    let mut merged = empty();
+    for worker in per_worker {
+        for (all, part) in merged.iter_mut().zip(worker?) {
+            if let (Some(all), Some(part)) = (all, part) {
+                all.merge(&part);
+            }
+        }
+    }
+    let mut seen = Vec::with_capacity(columns.len());
+    for (column, histogram) in columns.iter_mut().zip(merged) {
+        let Some(histogram) = histogram.filter(|h| !h.is_empty()) else {
+            seen.push(None);
+            continue;
+        };
+        let mixture = fit_histogram(&histogram, params)
+            .map_err(|source| FitError::Model { column: column.name.clone(), source })?;
+        *column = column.clone().with_mixture(mixture);
+        seen.push(Some(histogram.rows()));
+    }
+    Ok(seen)
+}
+
+/// Rows per batch of the every-row pass.
+const EVERY_ROW_BATCH: usize = 65_536;
 
 /// Write `model.json` and `metadata.json` into `dir` (each atomically).
 ///
@@ -382,5 +486,40 @@ fn column_metadata(column: &ColumnModel, stats: &ColumnStats, rows: u64, sampled
         n_iter: mixture.map_or(0, |m| m.n_iter),
         converged: mixture.is_none_or(|m| m.converged),
         tails: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardflow_generate::{GenerateOptions, generate};
+    use shardflow_model::Histogram;
+    use shardflow_storage::table::list_shards;
+
+    #[test]
+    fn every_row_fits_the_merged_histogram_of_every_row() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let opts =
+            GenerateOptions { rows: 60_000, shard_rows: 20_000, out: dir.path().to_path_buf(), seed: 3, threads: 2 };
+        generate(&opts, &ProgressBar::hidden())?;
+        let shards = list_shards(dir.path())?;
+        let mut config = shardflow_config::Config::load(None)?.fit;
+        config.sample_rows_per_shard = std::num::NonZeroUsize::new(1_000).ok_or_else(|| anyhow::anyhow!("zero"))?;
+        config.strategy = FitStrategy::EveryRow;
+        let (model, metadata) = fit(&shards, AMOUNT, &config, 2, &ProgressBar::hidden())?;
+        let column = &model.columns[0];
+        // Every finite row, read again here in shard order: the same histogram, the same fit.
+        let mut histogram = Histogram::new();
+        for path in &shards {
+            for batch in Table::open(path, &[AMOUNT.to_string()], None)?.batches(4_096)? {
+                column.add_to_histogram(batch?.column(0).as_ref(), &mut histogram)?;
+            }
+        }
+        let params = config.mixture.clone().check()?;
+        assert_eq!(column.mixture.as_ref(), Some(&fit_histogram(&histogram, &params)?));
+        assert_eq!(metadata.columns[0].sampled, histogram.rows());
+        assert!(histogram.rows() + metadata.columns[0].nulls <= 60_000 && histogram.rows() > 50_000);
+        assert_eq!(metadata.strategy, FitStrategy::EveryRow);
+        Ok(())
     }
 }

@@ -1,11 +1,12 @@
-//! `cargo bench -p shardflow-model`: fit, transform and inverse, in elements per second.
+//! `cargo bench -p shardflow-model`: fit, the fit over every row, transform and inverse,
+//! in elements per second.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shardflow_model::{ColumnModel, MixtureParams, Model, fit};
+use shardflow_model::{ColumnModel, Histogram, MixtureParams, Model, fit, fit_histogram};
 
 mod data;
 use data::amounts;
@@ -22,6 +23,20 @@ fn benches(c: &mut Criterion) {
         group.bench_function(format!("{n}_values"), |b| b.iter(|| fit(black_box(&x), &params).expect("fit")));
     }
     group.finish();
+
+    // The fit over every row, in rows per second: the histogram pass (one thread; the fit
+    // job runs one per shard reader), and the fit on the grid, whose cost depends on the
+    // bins, not the rows.
+    let n = 10_000_000;
+    let x = amounts(n);
+    let histogram = Histogram::of(&x);
+    let mut group = c.benchmark_group("every_row");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("histogram_10M", |b| b.iter(|| Histogram::of(black_box(&x))));
+    group.bench_function("fit_grid_of_10M", |b| b.iter(|| fit_histogram(black_box(&histogram), &params).expect("fit")));
+    group.finish();
+    drop(x);
 
     let model =
         Model::new("Amount", vec![ColumnModel::continuous("Amount", fit(&amounts(100_000), &params).expect("fit"))]);

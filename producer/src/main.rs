@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::ProgressBar;
 use shardflow_api::serve_starting;
-use shardflow_config::{Config, telemetry};
+use shardflow_config::{Config, FitStrategy, telemetry};
 use shardflow_generate::{
     CreativeOptions, GenerateOptions, creative_version, creative_versions, generate, generate_creative_packs,
 };
@@ -91,6 +91,10 @@ enum Command {
         /// Rows sampled per shard (default from config: fit.sample_rows_per_shard).
         #[arg(long)]
         sample_rows: Option<std::num::NonZeroUsize>,
+        /// How the shards make one mixture: pooled, warm-start, streaming, or every-row (every row of every
+        /// shard, exact statistics on a fine grid) (default from config: fit.strategy).
+        #[arg(long, value_parser = parse_strategy)]
+        strategy: Option<FitStrategy>,
         /// Do not register the model in ClickHouse.
         #[arg(long)]
         no_register: bool,
@@ -227,6 +231,12 @@ enum ModelCommand {
     },
 }
 
+/// A `--strategy` value: the configuration's names, with `-` or `_` between words.
+fn parse_strategy(name: &str) -> Result<FitStrategy, String> {
+    serde_json::from_value(serde_json::Value::String(name.replace('-', "_")))
+        .map_err(|_| format!("unknown strategy `{name}` (pooled, warm-start, streaming, every-row)"))
+}
+
 fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     let template = format!("{what} [{{bar:40}}] {{human_pos}}/{{human_len}} ({{per_sec}}, eta {{eta}})");
@@ -303,10 +313,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(DatasetCommand::Show { dir, version }) => {
             println!("{}", serde_json::to_string_pretty(&creative_version(&dir, version)?)?);
         }
-        Command::Fit { shards, out, dataset, sample_rows, no_register } => {
+        Command::Fit { shards, out, dataset, sample_rows, strategy, no_register } => {
             let mut fit_config = config.fit.clone();
             if let Some(n) = sample_rows {
                 fit_config.sample_rows_per_shard = n;
+            }
+            if let Some(strategy) = strategy {
+                fit_config.strategy = strategy;
             }
             let files = list_table_shards(&shards)?;
             let bar = progress(files.len() as u64, "sample shards");
