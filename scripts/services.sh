@@ -13,10 +13,16 @@
 #   moto        S3 API 127.0.0.1:5055, checks every request's signature
 #   Azurite     Blob 127.0.0.1:10000
 #   GCS         gcp-storage-emulator, JSON API 127.0.0.1:4443
+# A ClickHouse cluster (scripts/cluster.sh; docs/cluster.md), started by `cluster-up`:
+#   ZooKeeper   127.0.0.1:2181 (Debian's zookeeper)
+#   node 1      HTTP 127.0.0.1:9111, native 9112, interserver 9113
+#   node 2      HTTP 127.0.0.1:9121, native 9122, interserver 9123
 #
 # usage: scripts/services.sh up|down|status|clickhouse-up|stores-up|stores-down
 #                            |stop-clickhouse|kill-clickhouse|start-clickhouse
 #                            |stop-kafka|start-kafka   (the last five are for fault tests)
+#                            |cluster-up|cluster-down|cluster-status
+#                            |stop-cluster-node N|start-cluster-node N
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -123,6 +129,26 @@ install() {
   fi
 }
 
+# The users file of a ClickHouse server: user `default`, no password, loopback only.
+write_users_xml() {
+  cat >"$1" <<XML
+<yandex>
+    <profiles><default><max_memory_usage>8000000000</max_memory_usage></default></profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+        <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+    </interval></default></quotas>
+</yandex>
+XML
+}
+
 write_clickhouse_config() {
   mkdir -p "$ch_dir"/{data,tmp,user_files,format_schemas,log}
   cat >"$ch_dir/config.xml" <<XML
@@ -148,22 +174,7 @@ write_clickhouse_config() {
     <max_concurrent_queries>100</max_concurrent_queries>
 </yandex>
 XML
-  cat >"$ch_dir/users.xml" <<XML
-<yandex>
-    <profiles><default><max_memory_usage>8000000000</max_memory_usage></default></profiles>
-    <users>
-        <default>
-            <password></password>
-            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-            <profile>default</profile>
-            <quota>default</quota>
-        </default>
-    </users>
-    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-        <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
-    </interval></default></quotas>
-</yandex>
-XML
+  write_users_xml "$ch_dir/users.xml"
 }
 
 start_clickhouse() {
@@ -218,6 +229,8 @@ stop_pidfile() {
 
 # shellcheck source=stores/stores.sh
 . "$root/scripts/stores/stores.sh"
+# shellcheck source=cluster.sh
+. "$root/scripts/cluster.sh"
 
 status() {
   local rc=0
@@ -239,5 +252,10 @@ case "${1:-}" in
   start-clickhouse) start_clickhouse ;;
   stop-kafka) stop_pidfile tansu "$kafka_dir/pid" 9092 ;;
   start-kafka) start_kafka ;;
-  *) echo "usage: $0 up|down|status|stores-up|stores-down|stop-clickhouse|kill-clickhouse|start-clickhouse|stop-kafka|start-kafka" >&2; exit 2 ;;
+  cluster-up) apt_install clickhouse-server clickhouse-client curl zookeeper; cluster_up ;;
+  cluster-down) cluster_down ;;
+  cluster-status) cluster_status ;;
+  stop-cluster-node) stop_cluster_node "${2:-}" ;;
+  start-cluster-node) start_cluster_node "${2:-}" ;;
+  *) echo "usage: $0 up|down|status|stores-up|stores-down|stop-clickhouse|kill-clickhouse|start-clickhouse|stop-kafka|start-kafka|cluster-up|cluster-down|cluster-status|stop-cluster-node N|start-cluster-node N" >&2; exit 2 ;;
 esac
