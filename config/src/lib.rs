@@ -86,6 +86,13 @@ pub struct ClickHouseConfig {
     /// Longest wait for one call; a slower call fails and is retried.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// The ClickHouse cluster (a `remote_servers` name) to create the tables on, replicated,
+    /// with `Distributed` tables over them; unset for one server (see `docs/cluster.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Other nodes' HTTP URLs, tried in order when `url` does not answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_urls: Vec<Url>,
 }
 
 /// Where inputs, outputs and models live: local directories or object-store prefixes
@@ -431,6 +438,12 @@ impl Config {
                 self.clickhouse.database
             ));
         }
+        if let Some(cluster) = self.clickhouse.cluster.as_deref().filter(|c| !is_identifier(c)) {
+            return bad(format!("clickhouse.cluster `{cluster}` must be letters, digits and underscores"));
+        }
+        if !self.clickhouse.fallback_urls.is_empty() && self.clickhouse.cluster.is_none() {
+            return bad("clickhouse.fallback_urls needs clickhouse.cluster: a lone server has no other node".into());
+        }
         if self.kafka.max_poll_interval < Duration::from_secs(10) {
             return bad(format!(
                 "kafka.max_poll_interval = {:?} is below the session timeout (10 s), which librdkafka refuses",
@@ -552,6 +565,15 @@ mod tests {
         let mut config = Config::load(None).expect("defaults");
         config.clickhouse.database = "x; DROP TABLE y".into();
         assert!(config.check().is_err());
+
+        let mut config = Config::load(None).expect("defaults");
+        config.clickhouse.cluster = Some("shardflow ON CLUSTER x".into());
+        assert!(config.check().expect_err("not a name").to_string().contains("clickhouse.cluster"));
+        config.clickhouse.cluster = None;
+        config.clickhouse.fallback_urls = vec!["http://127.0.0.1:9121".parse().expect("URL")];
+        assert!(config.check().expect_err("no cluster").to_string().contains("fallback_urls"));
+        config.clickhouse.cluster = Some("shardflow".into());
+        assert!(config.check().is_ok());
     }
 
     #[test]

@@ -197,15 +197,7 @@ impl RoundsStore {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn insert_rounds(&self, rows: &[GameRoundRow]) -> Result<(), IndexError> {
-        self.index
-            .run(async {
-                let mut insert = self.index.client().insert::<GameRoundRow>("game_rounds").await?;
-                for row in rows {
-                    insert.write(row).await?;
-                }
-                insert.end().await
-            })
-            .await
+        self.index.insert_all("game_rounds", rows).await
     }
 
     /// Record a state of an upload.
@@ -303,7 +295,8 @@ impl RoundsStore {
         }
         self.index
             .run(async {
-                let mut insert = self.index.client().insert::<SchemaRow<'_>>("avro_schemas").await?;
+                let mut insert =
+                    self.index.client().insert::<SchemaRow<'_>>(&self.index.insert_table("avro_schemas")).await?;
                 insert.write(&SchemaRow { schema_id, subject, schema, created_at: unix_now() }).await?;
                 insert.end().await
             })

@@ -86,8 +86,7 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn dataset(&self, name: &str) -> Result<Option<DatasetRow>, IndexError> {
-        self.run(self.client.query("SELECT ?fields FROM datasets FINAL WHERE name = ?").bind(name).fetch_optional())
-            .await
+        self.call(|c| c.query("SELECT ?fields FROM datasets FINAL WHERE name = ?").bind(name).fetch_optional()).await
     }
 
     /// Every dataset, by name.
@@ -95,7 +94,7 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn datasets(&self) -> Result<Vec<DatasetRow>, IndexError> {
-        self.run(self.client.query("SELECT ?fields FROM datasets FINAL ORDER BY name").fetch_all()).await
+        self.call(|c| c.query("SELECT ?fields FROM datasets FINAL ORDER BY name").fetch_all()).await
     }
 
     /// The models registered for a dataset, newest first.
@@ -103,12 +102,13 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn dataset_models(&self, dataset: &str) -> Result<Vec<(String, u32)>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT model_id, created_at FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id")
-                .bind(dataset)
-                .fetch_all::<(String, u32)>(),
-        )
+        self.call(|c| {
+            c.query(
+                "SELECT model_id, created_at FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id",
+            )
+            .bind(dataset)
+            .fetch_all::<(String, u32)>()
+        })
         .await
     }
 
@@ -117,17 +117,7 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn insert_value_issues(&self, rows: &[ValueIssueRow]) -> Result<(), IndexError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.run(async {
-            let mut insert = self.client.insert::<ValueIssueRow>("value_issues").await?;
-            for row in rows {
-                insert.write(row).await?;
-            }
-            insert.end().await
-        })
-        .await
+        self.insert_all("value_issues", rows).await
     }
 
     /// A job's value issues, summed per column and kind.
@@ -135,15 +125,14 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn value_issues(&self, job_id: &str) -> Result<Vec<ValueIssueTotal>, IndexError> {
-        self.run(
-            self.client
-                .query(
-                    "SELECT column, kind, sum(rows) AS rows FROM value_issues FINAL WHERE job_id = ? \
+        self.call(|c| {
+            c.query(
+                "SELECT column, kind, sum(rows) AS rows FROM value_issues FINAL WHERE job_id = ? \
                      GROUP BY column, kind ORDER BY column, kind",
-                )
-                .bind(job_id)
-                .fetch_all(),
-        )
+            )
+            .bind(job_id)
+            .fetch_all()
+        })
         .await
     }
 }

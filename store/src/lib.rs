@@ -4,6 +4,7 @@
 //! queries on the same handle through [`Index::client`] and [`Index::run`].
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod datasets;
 pub mod status;
 mod upgrade;
@@ -13,6 +14,9 @@ pub use status::{JobState, JobStatus, UnknownStatus, UploadStatus};
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use shardflow_config::ClickHouseConfig;
@@ -371,67 +375,154 @@ pub struct UploadKeyRow {
     pub created_at: u32,
 }
 
-/// Handle on shardflow's tables in one ClickHouse database.
+/// One ClickHouse server: a client on shardflow's database, and its URL for errors.
 #[derive(Clone)]
-pub struct Index {
+struct Node {
     client: Client,
     url: String,
+}
+
+/// Handle on shardflow's tables in one ClickHouse database, on one server or on the nodes
+/// of a cluster (`clickhouse.cluster`; see [`cluster`]).
+#[derive(Clone)]
+pub struct Index {
+    /// The configured URL first, then the fallbacks, in order.
+    nodes: Arc<[Node]>,
+    /// The node that answered last: calls go there first.
+    active: Arc<AtomicUsize>,
     timeout: std::time::Duration,
+    cluster: Option<String>,
 }
 
 impl Index {
-    /// Connect, creating the database and tables when missing.
+    /// Connect, creating the database and tables when missing: on the first node that
+    /// answers, and on a cluster `ON CLUSTER` (see [`cluster`]).
     ///
     /// # Errors
-    /// When ClickHouse does not answer or refuses the DDL.
+    /// When no node answers or ClickHouse refuses the DDL.
     pub async fn connect(config: &ClickHouseConfig) -> Result<Self, IndexError> {
-        let root = Client::default()
-            .with_url(config.url.as_str())
-            .with_user(&config.user)
-            .with_password(&config.password)
-            .with_validation(false);
-        let index = Self {
-            client: root.clone().with_database(&config.database),
-            url: config.url.to_string(),
+        let roots: Arc<[Node]> = std::iter::once(&config.url)
+            .chain(&config.fallback_urls)
+            .map(|url| Node {
+                client: Client::default()
+                    .with_url(url.as_str())
+                    .with_user(&config.user)
+                    .with_password(&config.password)
+                    .with_validation(false),
+                url: url.to_string(),
+            })
+            .collect();
+        let on_roots = Self {
+            nodes: roots.clone(),
+            active: Arc::new(AtomicUsize::new(0)),
             timeout: config.timeout,
+            cluster: config.cluster.clone(),
         };
-        // The name was checked to be an identifier when the configuration was loaded.
+        // The DDL runs on the first node that answers (ON CLUSTER reaches the others), and
+        // calls start there. Asked without the database, which may not exist yet.
+        on_roots.ping().await?;
+        let nodes = roots
+            .iter()
+            .map(|node| Node { client: node.client.clone().with_database(&config.database), url: node.url.clone() })
+            .collect();
+        let index = Self { nodes, ..on_roots };
+        let root = &roots[index.active.load(Ordering::Relaxed)].client;
+        // The names were checked to be identifiers when the configuration was loaded.
+        if let Some(cluster) = &config.cluster {
+            return index.create_on_cluster(root, &config.database, cluster).await.map(|()| index);
+        }
         index.run(root.query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).execute()).await?;
-        index.retire(&root, &config.database).await?;
-        index.set_aside_rekeyed(&root, &config.database).await?;
+        index.retire(root, &config.database).await?;
+        index.set_aside_rekeyed(root, &config.database).await?;
         for (_, ddl) in shardflow_schemas::clickhouse_ddl(&config.database) {
             index.run(root.query(&ddl).execute()).await?;
         }
-        index.migrate(&root, &config.database).await?;
-        index.refill_rekeyed(&root, &config.database).await?;
+        index.migrate(root, &config.database).await?;
+        index.refill_rekeyed(root, &config.database).await?;
         Ok(index)
     }
 
     /// Await one ClickHouse call, giving up after the configured timeout: a server that
-    /// hangs must fail the call (and let it be retried), not stall the caller.
+    /// hangs must fail the call (and let it be retried), not stall the caller. The call is
+    /// made on one node ([`Index::client`]'s); [`Index::call`] fails over.
     ///
     /// # Errors
     /// [`IndexError`] with the cause, or a timeout.
     pub async fn run<T>(&self, call: impl Future<Output = clickhouse::error::Result<T>>) -> Result<T, IndexError> {
+        let url = &self.nodes[self.active.load(Ordering::Relaxed)].url;
+        self.bounded(url, call).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        url: &str,
+        call: impl Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, IndexError> {
         let source = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e,
             Err(_) => clickhouse::error::Error::TimedOut,
         };
-        Err(IndexError::new(&self.url, source))
+        Err(IndexError::new(url, source))
     }
 
-    /// Whether ClickHouse answers.
+    /// Make the call `make` builds on a node's client, bounded as [`Index::run`]: first on
+    /// the node that answered last, then, while nodes do not answer (refused, timed out),
+    /// on the next ones in order. A node that answers with an error decides: its error is
+    /// returned. Repeating a call on another node is safe: every table deduplicates
+    /// (replaced rows, and replicated inserts by block).
+    ///
+    /// # Errors
+    /// The error of the node that answered, or the last node's when none did.
+    pub async fn call<T, F, Fut>(&self, make: F) -> Result<T, IndexError>
+    where
+        F: Fn(&Client) -> Fut,
+        Fut: Future<Output = clickhouse::error::Result<T>>,
+    {
+        let first = self.active.load(Ordering::Relaxed);
+        let mut tried = 0;
+        loop {
+            let at = (first + tried) % self.nodes.len();
+            let node = &self.nodes[at];
+            match self.bounded(&node.url, make(&node.client)).await {
+                Ok(value) => {
+                    if at != first {
+                        self.active.store(at, Ordering::Relaxed);
+                        tracing::warn!(url = %node.url, "ClickHouse: failed over to another node");
+                    }
+                    return Ok(value);
+                }
+                Err(e) if e.retry() == Retry::Unavailable && tried + 1 < self.nodes.len() => {
+                    tracing::warn!(error = %e, "ClickHouse node does not answer: trying the next");
+                    tried += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether ClickHouse answers (some node, on a cluster).
     ///
     /// # Errors
     /// When it does not.
     pub async fn ping(&self) -> Result<(), IndexError> {
-        self.run(self.client.query("SELECT 1").fetch_one::<u8>()).await.map(|_| ())
+        self.call(|c| c.query("SELECT 1").fetch_one::<u8>()).await.map(|_| ())
     }
 
-    /// The ClickHouse client on shardflow's database, for queries of other pipelines.
+    /// The ClickHouse client on shardflow's database, on the node that answered last, for
+    /// queries of other pipelines.
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.nodes[self.active.load(Ordering::Relaxed)].client
+    }
+
+    /// The table an insert into `table` writes: `table` itself on one server; on a cluster
+    /// the node's replicated `<table>_local`, so that the rows can be read back at once (an
+    /// insert into the `Distributed` table is queued and sent later).
+    pub fn insert_table<'a>(&self, table: &'a str) -> Cow<'a, str> {
+        match self.cluster {
+            Some(_) => Cow::Owned(cluster::local_table(table)),
+            None => Cow::Borrowed(table),
+        }
     }
 
     /// Insert one row into `table`.
@@ -443,10 +534,31 @@ impl Index {
         table: &str,
         row: &T,
     ) -> Result<(), IndexError> {
-        self.run(async {
-            let mut insert = self.client.insert::<T>(table).await?;
-            insert.write(row).await?;
-            insert.end().await
+        self.insert_all(table, std::slice::from_ref(row)).await
+    }
+
+    /// Insert `rows` into `table` in one INSERT (none: nothing is sent).
+    ///
+    /// # Errors
+    /// When ClickHouse refuses or does not answer.
+    pub async fn insert_all<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), IndexError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let table = self.insert_table(table);
+        self.call(|c| {
+            let (c, table) = (c.clone(), table.clone());
+            async move {
+                let mut insert = c.insert::<T>(&table).await?;
+                for row in rows {
+                    insert.write(row).await?;
+                }
+                insert.end().await
+            }
         })
         .await
     }
@@ -465,13 +577,12 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT ?fields FROM jobs FINAL WHERE status IN (?, ?) ORDER BY job_id")
+        self.call(|c| {
+            c.query("SELECT ?fields FROM jobs FINAL WHERE status IN (?, ?) ORDER BY job_id")
                 .bind(JobStatus::Fitting.as_str())
                 .bind(JobStatus::Publishing.as_str())
-                .fetch_all(),
-        )
+                .fetch_all()
+        })
         .await
     }
 
@@ -480,12 +591,11 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn job(&self, job_id: &str) -> Result<Option<JobRow>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT ?fields FROM jobs FINAL WHERE job_id = ? ORDER BY version DESC LIMIT 1")
+        self.call(|c| {
+            c.query("SELECT ?fields FROM jobs FINAL WHERE job_id = ? ORDER BY version DESC LIMIT 1")
                 .bind(job_id)
-                .fetch_optional(),
-        )
+                .fetch_optional()
+        })
         .await
     }
 
@@ -494,17 +604,16 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn upload_key(&self, route: &str, name: &str, since: u32) -> Result<Option<UploadKeyRow>, IndexError> {
-        self.run(
-            self.client
-                .query(
-                    "SELECT ?fields FROM upload_keys WHERE route = ? AND name = ? AND created_at >= toDateTime(?) \
+        self.call(|c| {
+            c.query(
+                "SELECT ?fields FROM upload_keys WHERE route = ? AND name = ? AND created_at >= toDateTime(?) \
                      ORDER BY created_at, id LIMIT 1",
-                )
-                .bind(route)
-                .bind(name)
-                .bind(since)
-                .fetch_optional(),
-        )
+            )
+            .bind(route)
+            .bind(name)
+            .bind(since)
+            .fetch_optional()
+        })
         .await
     }
 
@@ -528,20 +637,17 @@ impl Index {
         limit: u64,
     ) -> Result<(Vec<JobSummary>, u64), IndexError> {
         let (summaries, values) = job_summaries(filter);
-        let page = bind_all(
-            self.client.query(&format!("{summaries} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?")),
-            &values,
-        )
-        .bind(offset)
-        .bind(limit);
+        let page = format!("{summaries} ORDER BY created_at DESC, job_id DESC LIMIT ?, ?");
+        let page = self.call(|c| bind_all(c.query(&page), &values).bind(offset).bind(limit).fetch_all()).await?;
         // Without a status to match, the total needs no progress.
-        let total = if filter.status.is_some() {
-            bind_all(self.client.query(&format!("SELECT count() FROM ({summaries})")), &values)
+        let (conditions, job_values) = job_conditions(filter);
+        let (total, values) = if filter.status.is_some() {
+            (format!("SELECT count() FROM ({summaries})"), values)
         } else {
-            let (jobs, values) = job_conditions(filter);
-            bind_all(self.client.query(&format!("SELECT count() FROM jobs FINAL {jobs}")), &values)
+            (format!("SELECT count() FROM jobs FINAL {conditions}"), job_values)
         };
-        Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
+        let total = self.call(|c| bind_all(c.query(&total), &values).fetch_one::<u64>()).await?;
+        Ok((page, total))
     }
 
     /// One job with its progress.
@@ -551,7 +657,8 @@ impl Index {
     pub async fn job_summary(&self, job_id: &str) -> Result<Option<JobSummary>, IndexError> {
         let filter = JobFilter { job_id: Some(job_id.to_string()), ..JobFilter::default() };
         let (summaries, values) = job_summaries(&filter);
-        self.run(bind_all(self.client.query(&format!("{summaries} LIMIT 1")), &values).fetch_optional()).await
+        let sql = format!("{summaries} LIMIT 1");
+        self.call(|c| bind_all(c.query(&sql), &values).fetch_optional()).await
     }
 
     /// Record a chunk's outputs (a repeat for the same chunk replaces, never adds).
@@ -567,12 +674,9 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn outputs(&self, job_id: &str) -> Result<Vec<OutputRow>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT ?fields FROM outputs FINAL WHERE job_id = ? ORDER BY chunk")
-                .bind(job_id)
-                .fetch_all(),
-        )
+        self.call(|c| {
+            c.query("SELECT ?fields FROM outputs FINAL WHERE job_id = ? ORDER BY chunk").bind(job_id).fetch_all()
+        })
         .await
     }
 
@@ -581,12 +685,11 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn progress(&self, job_id: &str) -> Result<(u64, u64), IndexError> {
-        self.run(
-            self.client
-                .query("SELECT count(), sum(rows) FROM outputs FINAL WHERE job_id = ?")
+        self.call(|c| {
+            c.query("SELECT count(), sum(rows) FROM outputs FINAL WHERE job_id = ?")
                 .bind(job_id)
-                .fetch_one::<(u64, u64)>(),
-        )
+                .fetch_one::<(u64, u64)>()
+        })
         .await
     }
 
@@ -603,12 +706,9 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn dead_letters(&self, job_id: &str) -> Result<Vec<DeadLetterRow>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk")
-                .bind(job_id)
-                .fetch_all(),
-        )
+        self.call(|c| {
+            c.query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk").bind(job_id).fetch_all()
+        })
         .await
     }
 
@@ -617,12 +717,9 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn dead_letter_reasons(&self, job_id: &str) -> Result<Vec<DeadLetterReason>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk")
-                .bind(job_id)
-                .fetch_all(),
-        )
+        self.call(|c| {
+            c.query("SELECT ?fields FROM dead_letters FINAL WHERE job_id = ? ORDER BY chunk").bind(job_id).fetch_all()
+        })
         .await
     }
 
@@ -633,12 +730,11 @@ impl Index {
     /// When ClickHouse refuses or does not answer.
     pub async fn dead_letter_count(&self, job_id: &str) -> Result<(u64, Option<(i64, String)>), IndexError> {
         let (count, chunk, error) = self
-            .run(
-                self.client
-                    .query("SELECT count(), min(chunk), argMin(error, chunk) FROM dead_letters FINAL WHERE job_id = ?")
+            .call(|c| {
+                c.query("SELECT count(), min(chunk), argMin(error, chunk) FROM dead_letters FINAL WHERE job_id = ?")
                     .bind(job_id)
-                    .fetch_one::<(u64, i64, String)>(),
-            )
+                    .fetch_one::<(u64, i64, String)>()
+            })
             .await?;
         Ok((count, (count > 0).then_some((chunk, error))))
     }
@@ -656,12 +752,9 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn model(&self, model_id: &str) -> Result<Option<ModelRow>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT ?fields FROM models FINAL WHERE model_id = ? LIMIT 1")
-                .bind(model_id)
-                .fetch_optional(),
-        )
+        self.call(|c| {
+            c.query("SELECT ?fields FROM models FINAL WHERE model_id = ? LIMIT 1").bind(model_id).fetch_optional()
+        })
         .await
     }
 
@@ -671,15 +764,18 @@ impl Index {
     /// When ClickHouse refuses or does not answer.
     pub async fn models(&self, offset: u64, limit: u64) -> Result<(Vec<ModelSummary>, u64), IndexError> {
         let page = self
-            .client
-            .query(
-                "SELECT model_id, dataset, format_version, created_at, path, components FROM models FINAL \
+            .call(|c| {
+                c.query(
+                    "SELECT model_id, dataset, format_version, created_at, path, components FROM models FINAL \
                  ORDER BY created_at DESC, model_id LIMIT ?, ?",
-            )
-            .bind(offset)
-            .bind(limit);
-        let total = self.client.query("SELECT count() FROM models FINAL");
-        Ok((self.run(page.fetch_all()).await?, self.run(total.fetch_one::<u64>()).await?))
+                )
+                .bind(offset)
+                .bind(limit)
+                .fetch_all()
+            })
+            .await?;
+        let total = self.call(|c| c.query("SELECT count() FROM models FINAL").fetch_one::<u64>()).await?;
+        Ok((page, total))
     }
 
     /// The most recently registered model of a dataset.
@@ -687,12 +783,11 @@ impl Index {
     /// # Errors
     /// When ClickHouse refuses or does not answer.
     pub async fn latest_model(&self, dataset: &str) -> Result<Option<ModelRow>, IndexError> {
-        self.run(
-            self.client
-                .query("SELECT ?fields FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id LIMIT 1")
+        self.call(|c| {
+            c.query("SELECT ?fields FROM models FINAL WHERE dataset = ? ORDER BY created_at DESC, model_id LIMIT 1")
                 .bind(dataset)
-                .fetch_optional(),
-        )
+                .fetch_optional()
+        })
         .await
     }
 }
@@ -719,6 +814,8 @@ mod tests {
             user: "default".into(),
             password: String::new(),
             timeout: std::time::Duration::from_millis(200),
+            cluster: None,
+            fallback_urls: Vec::new(),
         };
         let err = Index::connect(&config).await.err().expect("no answer means an error");
         assert!(matches!(err.source, clickhouse::error::Error::TimedOut), "{err}");

@@ -278,9 +278,11 @@ pub async fn metric(port: u16, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
 }
 
-/// Run `scripts/services.sh COMMAND` (fault tests stop and start the real services).
+/// Run `scripts/services.sh COMMAND` (fault tests stop and start the real services);
+/// `COMMAND` may carry arguments (`stop-cluster-node 1`).
 pub fn services(command: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
-    let status = std::process::Command::new(script).arg(command).status().expect("run scripts/services.sh");
+    let status =
+        std::process::Command::new(script).args(command.split_whitespace()).status().expect("run scripts/services.sh");
     assert!(status.success(), "scripts/services.sh {command} failed");
 }

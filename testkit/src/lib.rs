@@ -1,6 +1,7 @@
 //! Test support: every test gets its own topic, consumer group, ClickHouse database and
 //! directory, against the real services on loopback, and they are removed when the test
-//! ends, also when it fails ([`TestEnv`]'s `Drop`).
+//! ends, also when it fails ([`TestEnv`]'s `Drop`); on a ClickHouse cluster
+//! (`clickhouse.cluster`) the database is dropped `ON CLUSTER`, from every node.
 #![warn(missing_docs)]
 
 pub mod dataset;
@@ -116,11 +117,14 @@ impl Drop for TestEnv {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let database = &config.clickhouse.database;
+                // On a cluster, on every node (waiting at most 20 s for the others).
+                let on_cluster = config.clickhouse.cluster.as_ref().map(|c| format!(" ON CLUSTER {c}"));
                 let dropped = clickhouse::Client::default()
                     .with_url(config.clickhouse.url.as_str())
                     .with_user(&config.clickhouse.user)
                     .with_password(&config.clickhouse.password)
-                    .query(&format!("DROP DATABASE IF EXISTS {database}"))
+                    .with_setting("distributed_ddl_task_timeout", "20")
+                    .query(&format!("DROP DATABASE IF EXISTS {database}{}", on_cluster.unwrap_or_default()))
                     .execute()
                     .await;
                 if let Err(e) = dropped {
