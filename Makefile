@@ -9,7 +9,7 @@ CARGO ?= cargo
 PROFILE ?= release
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test lint bench scale services-up services-down services-status build pytools
+.PHONY: demo test lint bench scale services-up services-down services-status cluster-up build pytools
 
 build:
 	$(CARGO) build --profile $(PROFILE) --bins
@@ -23,6 +23,9 @@ services-down:
 services-status:
 	scripts/services.sh status
 
+cluster-up:
+	scripts/services.sh cluster-up
+
 demo: services-up build
 	scripts/demo.sh
 
@@ -35,7 +38,8 @@ lint:
 
 # The end-to-end tests start the binaries: build them first (cargo test builds only test
 # harnesses of binary targets).
-test: lint services-up pytools build
+# The cluster test (tests/tests/cluster.rs) needs ZooKeeper and two more ClickHouse nodes.
+test: lint services-up cluster-up pytools build
 	$(CARGO) test --profile $(PROFILE) --workspace --all-targets --no-fail-fast
 
 bench:
