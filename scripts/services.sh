@@ -245,7 +245,7 @@ case "${1:-}" in
   clickhouse-up) apt_install clickhouse-server clickhouse-client curl; start_clickhouse ;;
   stores-up) apt_install curl; stores_up ;;
   stores-down) stores_down ;;
-  down) stop_pidfile tansu "$kafka_dir/pid" 9092; stop_pidfile ClickHouse "$ch_dir/pid" 8123; stores_down ;;
+  down) stop_pidfile tansu "$kafka_dir/pid" 9092; stop_pidfile ClickHouse "$ch_dir/pid" 8123; stores_down; cluster_down ;;
   status) status ;;
   stop-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 ;;
   kill-clickhouse) stop_pidfile ClickHouse "$ch_dir/pid" 8123 KILL ;;

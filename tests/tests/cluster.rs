@@ -92,10 +92,14 @@ async fn a_job_survives_a_stopped_node_and_both_nodes_end_with_the_same_rows() {
         assert_eq!(ask(node, &engine).await.as_deref(), Some("ReplicatedReplacingMergeTree\n"), "{node}");
     }
     let base = serve_api(&data.env.config).await;
-    let _worker = data.consumer();
+    let mut first = data.consumer();
     let job = data.publish().await;
     let id = job.job_id.clone();
     data.wait_indexed(&id, 10, TIMEOUT).await;
+    // Mid-job for certain: the first consumer is killed (300 chunks take it well under a
+    // second, faster than a node stops), node 1 is stopped, and a second consumer does the
+    // rest with node 1 down.
+    first.kill().await.expect("kill the first consumer");
 
     let down = NodeDown::begin();
     assert_eq!(ask(NODES[0], "SELECT 1").await, None, "node 1 is down");
@@ -105,6 +109,7 @@ async fn a_job_survives_a_stopped_node_and_both_nodes_end_with_the_same_rows() {
     };
     let at_stop = outputs_on(NODES[1]).await.expect("node 2 answers");
     assert!(at_stop < job.chunks, "the job was still running when node 1 stopped ({at_stop} of {})", job.chunks);
+    let _worker = data.consumer();
 
     // The job completes, and the API answers from node 2.
     let view = eventually("the job to be done with node 1 down", TIMEOUT, || async {
