@@ -335,6 +335,9 @@ impl Session {
         // Strings as Utf8 (not views): every writer, and the job service's shard reader, take them.
         let mut config = SessionConfig::new().with_information_schema(false);
         config.options_mut().execution.parquet.schema_force_view_types = false;
+        // Column names as the file spells them: `SELECT Amount` finds the header `Amount`
+        // (DataFusion would otherwise fold unquoted names to lower case).
+        config.options_mut().sql_parser.enable_ident_normalization = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let table_path = match &input.place {
             Place::Local(path) => {

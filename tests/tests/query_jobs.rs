@@ -35,7 +35,7 @@ async fn a_job_publishes_only_the_querys_rows() {
     for sql in ["SELEC Amount FROM data", "SELECT Amount, colour FROM data", "DROP TABLE data"] {
         let (status, answer) = post_job(&base, serde_json::json!({ "file_path": file_path, "sql": sql })).await;
         assert_eq!(status, 422, "{sql}: {answer}");
-        assert_eq!(answer["code"], "bad_query", "{sql}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad_query", "{sql}: {answer}");
     }
     let index = Index::connect(&env.config.clickhouse).await.expect("ClickHouse");
     assert_eq!(env.count("SELECT count() FROM jobs").await, 0, "no job recorded for a refused query");
