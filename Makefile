@@ -32,13 +32,15 @@ demo: services-up build
 pytools:
 	scripts/pytools.sh
 
+# Clippy in the build's profile: the build scripts (librdkafka's cmake, zstd) and the
+# proc macros it compiles are the ones `build` then reuses, instead of a second set in dev.
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --profile $(PROFILE) --workspace --all-targets -- -D warnings
 
 # The end-to-end tests start the binaries: build them first (cargo test builds only test
 # harnesses of binary targets).
-# The cluster test (tests/tests/cluster.rs) needs ZooKeeper and two more ClickHouse nodes.
+# The cluster test (tests/tests/e2e/cluster.rs) needs ZooKeeper and two more ClickHouse nodes.
 test: lint services-up cluster-up pytools build
 	$(CARGO) test --profile $(PROFILE) --workspace --all-targets --no-fail-fast
 
