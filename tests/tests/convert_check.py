@@ -1,4 +1,4 @@
-"""Checks for tests/tests/convert.rs, from outside shardflow (DuckDB, pyarrow, fastavro).
+"""Checks for tests/tests/e2e/convert.rs, from outside shardflow (DuckDB, pyarrow, fastavro).
 
   convert_check.py check MANIFEST.json
       MANIFEST: {"source": CSV, "cases": [{"sql": ..., "output": PATH, "format": F}, ...]}.

@@ -1,4 +1,4 @@
-"""Validate Kubernetes objects offline; used by tests/tests/k8s.rs.
+"""Validate Kubernetes objects offline; used by tests/tests/e2e/k8s.rs.
 
 Reads YAML documents on stdin (`kubectl kustomize DIR`), checks each one and prints them
 all as one JSON array on stdout. Built-in kinds are checked by kubernetes-validate against

@@ -1,8 +1,8 @@
 //! A job against the two-node ClickHouse cluster that `scripts/services.sh cluster-up`
 //! starts (docs/cluster.md), with node 1 stopped mid-job: the consumer and the API fail
 //! over to node 2, the job completes and every query answers from it; once node 1 is back,
-//! both nodes hold the same rows. Its own test binary: it stops a node other tests do not
-//! use, and needs the cluster (it fails, never skips, when the cluster is down).
+//! both nodes hold the same rows. It shares the e2e binary: the node it stops is one no
+//! other test uses. It needs the cluster (it fails, never skips, when the cluster is down).
 
 use shardflow_testkit::dataset as common;
 
