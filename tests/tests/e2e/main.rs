@@ -1,4 +1,4 @@
-//! The end-to-end tests, one module per behaviour, in one test binary: 28 binaries that
+//! The end-to-end tests, one module per behaviour, in one test binary: 29 binaries that
 //! each linked the whole workspace took most of the test build (docs/testing.md). The
 //! tests that stop a shared service (`broker_restart`, `clickhouse_outage`) keep their own
 //! binaries, which cargo runs one after another, so nothing else runs while it is down.
