@@ -7,12 +7,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use shardflow_model::{Model, chunk_seed};
 use shardflow_schemas::{ChunkCodec, ocf};
 use shardflow_storage::objects::{ObjectRoot, Root};
+use shardflow_storage::parts;
 use shardflow_storage::{inverse_dir, inverse_name, part_name, transform_dir, transform_name, write_atomically};
 use shardflow_store::{OutputRow, Retry, ValueIssueRow, unix_now};
 
@@ -196,11 +194,6 @@ pub async fn put_parts(
     Ok(())
 }
 
-/// The writer settings of every part.
-fn part_properties() -> WriterProperties {
-    WriterProperties::builder().set_compression(Compression::SNAPPY).build()
-}
-
 /// Write one Parquet part under a temporary name, then rename: a reader never sees half
 /// a part, and a redelivered chunk replaces its part with the same bytes.
 fn write_part(path: &Path, batch: &RecordBatch) -> Result<(), ChunkError> {
@@ -216,8 +209,5 @@ fn encode_part(batch: &RecordBatch) -> Result<Vec<u8>, ChunkError> {
 }
 
 fn write_parquet<W: std::io::Write + Send>(out: W, batch: &RecordBatch) -> std::io::Result<()> {
-    let mut writer =
-        ArrowWriter::try_new(out, batch.schema(), Some(part_properties())).map_err(std::io::Error::other)?;
-    writer.write(batch).map_err(std::io::Error::other)?;
-    writer.close().map(|_| ()).map_err(std::io::Error::other)
+    parts::write_parquet(out, batch, parts::part_properties(&batch.schema()))
 }

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod objects;
+pub mod parts;
 pub mod shard;
 pub mod table;
 pub mod text;

@@ -30,13 +30,19 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill {signal} {pid}");
 }
 
-/// Rows that pyarrow's dataset reader and DuckDB see in `dir`: `[pyarrow, duckdb]`.
+/// Rows that pyarrow's dataset reader and DuckDB see in `dir`: `[pyarrow, duckdb]`. Both
+/// decode every column of every part (the parts' encodings are the consumer's: delta
+/// flags, plain floats, Snappy) and must agree on each column's sum.
 fn rows_read(dir: &Path) -> [u64; 2] {
-    let script = "import sys, json, pyarrow.dataset as ds, duckdb\n\
+    let script = "import sys, json, math, pyarrow.dataset as ds, pyarrow.compute as pc, duckdb\n\
                   d = sys.argv[1]\n\
-                  n = ds.dataset(d, format='parquet').count_rows()\n\
-                  m = duckdb.sql(f\"SELECT count(*) FROM read_parquet('{d}/*.parquet')\").fetchall()[0][0]\n\
-                  print(json.dumps([n, m]))\n";
+                  t = ds.dataset(d, format='parquet').to_table()\n\
+                  sums = ', '.join(f'sum(\"{c}\")::DOUBLE' for c in t.column_names)\n\
+                  m = duckdb.sql(f\"SELECT count(*), {sums} FROM read_parquet('{d}/*.parquet')\").fetchall()[0]\n\
+                  for c, s in zip(t.column_names, m[1:]):\n    \
+                      a = float(pc.sum(t[c]).as_py() or 0)\n    \
+                      assert math.isclose(a, float(s or 0), rel_tol=1e-9, abs_tol=1e-6), (c, a, s)\n\
+                  print(json.dumps([t.num_rows, m[0]]))\n";
     let out = std::process::Command::new(shardflow_testkit::python())
         .arg("-c")
         .arg(script)
