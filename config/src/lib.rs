@@ -146,6 +146,10 @@ pub struct PublishConfig {
     pub chunk_rows: NonZeroUsize,
     /// Chunks awaiting delivery reports at once.
     pub max_in_flight: NonZeroUsize,
+    /// Jobs the API publishes at once; later ones wait for a slot. Each holds a shard
+    /// reader and up to `max_in_flight` chunks, so this bounds the API's memory however
+    /// many jobs are submitted.
+    pub max_jobs: NonZeroUsize,
     /// The chunks' wire format.
     #[serde(default)]
     pub wire: WireFormat,

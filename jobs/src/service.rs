@@ -20,7 +20,7 @@ use shardflow_storage::objects::{Input, Patience, Storage};
 use shardflow_storage::shard::{AMOUNT, ShardError};
 use shardflow_storage::table::{Table, list_shards};
 use shardflow_store::{Index, IndexError, JobRow, JobStatus, ModelRow, model_source};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tracing::{error, info, warn};
 
 use crate::fit::{FitError, advice, fit, record_dataset, register_at, save_model};
@@ -230,6 +230,8 @@ pub struct JobService {
     storage: Storage,
     /// One fit at a time: jobs waiting for the same dataset's model share the first fit.
     fit_lock: Mutex<()>,
+    /// `publish.max_jobs` jobs publish at once; the others wait here.
+    publish_slots: Semaphore,
     counters: JobCounters,
 }
 
@@ -240,12 +242,14 @@ impl JobService {
     /// When the broker cannot be reached or refuses the topic.
     pub async fn new(config: Config, index: Index, storage: Storage) -> Result<Arc<Self>, PublishError> {
         let publisher = Publisher::new(&config, index.clone()).await?;
+        let publish_slots = Semaphore::new(config.publish.max_jobs.get());
         Ok(Arc::new(Self {
             config,
             index,
             publisher,
             storage,
             fit_lock: Mutex::new(()),
+            publish_slots,
             counters: JobCounters::default(),
         }))
     }
@@ -542,6 +546,8 @@ impl JobService {
             Ok(model) => model,
             Err(reason) => return self.fail(job, format!("no model: {reason}")).await,
         };
+        // Never closed: a slot always comes.
+        let Ok(_slot) = self.publish_slots.acquire().await else { return };
         match self.publisher.publish_job(job.clone(), path, &model, &ProgressBar::hidden()).await {
             Ok(published) => self.count(&published),
             Err(e) => warn!(job = %job.job_id, error = %e, "publishing failed"),
