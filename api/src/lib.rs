@@ -18,6 +18,7 @@ mod datasets;
 mod error;
 mod idempotency;
 mod jobs;
+mod lineage;
 mod metrics;
 mod models;
 mod retention;
@@ -161,6 +162,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::outputs))
+        .routes(routes!(lineage::job))
         .routes(routes!(models::list))
         .routes(routes!(models::get))
         .routes(routes!(datasets::list))

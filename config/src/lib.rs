@@ -42,6 +42,8 @@ pub struct Config {
     pub consumer: ConsumerConfig,
     /// The game-rounds pipeline (CSV upload, `staging-bets` topic, ClickHouse sink).
     pub game_rounds: GameRoundsConfig,
+    /// Where the OpenLineage events of every stage go besides ClickHouse.
+    pub lineage: LineageConfig,
 }
 
 /// Kafka connection and topic.
@@ -346,6 +348,27 @@ pub struct GameRoundsConfig {
     /// Longest wait for one Schema Registry call; a slower one fails and is retried.
     #[serde(with = "humantime_serde")]
     pub schema_registry_timeout: Duration,
+}
+
+/// OpenLineage events: always kept in ClickHouse `lineage_events`; also sent to an
+/// OpenLineage HTTP endpoint (Marquez's API, for example) when `url` is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageConfig {
+    /// The namespace of shardflow's jobs in the events.
+    pub namespace: String,
+    /// Base URL of an OpenLineage HTTP endpoint; events are POSTed to
+    /// `<url>/api/v1/lineage`. Absent: ClickHouse only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
+    /// Longest wait for one POST.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts at one event the endpoint refuses with a 5xx or does not answer, with
+    /// backoff doubling from 200 ms; then it is dropped with a warning (ClickHouse has it).
+    pub max_attempts: std::num::NonZeroU32,
+    /// Events waiting to be sent; past it new ones are dropped with a warning.
+    pub queue: NonZeroUsize,
 }
 
 /// The workers.

@@ -4,9 +4,10 @@
 //! describe the outputs and the values that could not be encoded.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use shardflow_model::{Model, chunk_seed};
 use shardflow_schemas::{ChunkCodec, ocf};
 use shardflow_storage::objects::{ObjectRoot, Root};
@@ -53,6 +54,30 @@ pub struct Processed {
     /// For an object-store output root: the parts, encoded, still to be put (in
     /// [`put_parts`]) before the outputs row is inserted.
     pub parts: Vec<(object_store::path::Path, bytes::Bytes)>,
+    /// What the chunk's lineage events say.
+    pub lineage: ChunkLineage,
+}
+
+/// When each step of a chunk began and ended, and what it read and wrote: the chunk's
+/// transform, inverse and index runs in the lineage.
+#[derive(Clone, Debug)]
+pub struct ChunkLineage {
+    /// Decoding began.
+    pub started: SystemTime,
+    /// The transform was computed.
+    pub transformed: SystemTime,
+    /// The inverse was computed.
+    pub inverted: SystemTime,
+    /// Both parts were written (or encoded, for an object store).
+    pub written: SystemTime,
+    /// The input's columns.
+    pub input_schema: SchemaRef,
+    /// The transformed part's columns.
+    pub transform_schema: SchemaRef,
+    /// Bytes of the transformed part.
+    pub transform_bytes: u64,
+    /// Bytes of the inverse part.
+    pub inverse_bytes: u64,
 }
 
 /// Why a chunk could not be processed.
@@ -114,6 +139,7 @@ pub fn process(
     worker: &str,
 ) -> Result<Processed, ChunkError> {
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let batch = match chunk.format {
         Format::Ocf => ocf::decode(&chunk.payload),
         Format::AmountDatum => v1.decode(&chunk.payload),
@@ -123,24 +149,29 @@ pub fn process(
     let seed = chunk_seed(&model.model_id, &chunk.job_id, chunk.seq);
     let (transformed, report) =
         model.transform_with_report(&batch, seed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
+    let transformed_at = SystemTime::now();
     let inverse = model.inverse(&transformed).map_err(|e| ChunkError::BadMessage(e.to_string()))?;
     let computed = Instant::now();
-    let (transform_path, inverse_path, parts) = match output {
+    let inverted_at = SystemTime::now();
+    let (transform_path, inverse_path, parts, (transform_bytes, inverse_bytes)) = match output {
         Root::Local(root) => {
             let transform_path = transform_dir(root, &chunk.job_id).join(part_name(chunk.seq));
             let inverse_path = inverse_dir(root, &chunk.job_id).join(part_name(chunk.seq));
             write_part(&transform_path, &transformed)?;
             write_part(&inverse_path, &inverse)?;
-            (transform_path.display().to_string(), inverse_path.display().to_string(), Vec::new())
+            let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+            let sizes = (size(&transform_path), size(&inverse_path));
+            (transform_path.display().to_string(), inverse_path.display().to_string(), Vec::new(), sizes)
         }
         Root::Remote(root) => {
             let key = |dir: String| root.key(&format!("{dir}/{}", part_name(chunk.seq)));
             let (transform_key, inverse_key) = (key(transform_name(&chunk.job_id)), key(inverse_name(&chunk.job_id)));
-            let parts = vec![
+            let parts: Vec<(object_store::path::Path, bytes::Bytes)> = vec![
                 (transform_key.clone(), encode_part(&transformed)?.into()),
                 (inverse_key.clone(), encode_part(&inverse)?.into()),
             ];
-            (root.url_of(&transform_key), root.url_of(&inverse_key), parts)
+            let sizes = (parts[0].1.len() as u64, parts[1].1.len() as u64);
+            (root.url_of(&transform_key), root.url_of(&inverse_key), parts, sizes)
         }
     };
     let written = Instant::now();
@@ -174,7 +205,17 @@ pub fn process(
         worker: worker.to_string(),
         created_at: unix_now(),
     };
-    Ok(Processed { output, issues, parts })
+    let lineage = ChunkLineage {
+        started: started_at,
+        transformed: transformed_at,
+        inverted: inverted_at,
+        written: SystemTime::now(),
+        input_schema: batch.schema(),
+        transform_schema: transformed.schema(),
+        transform_bytes,
+        inverse_bytes,
+    };
+    Ok(Processed { output, issues, parts, lineage })
 }
 
 /// Put the parts [`process`] encoded for an object store, each in one request: a reader

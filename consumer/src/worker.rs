@@ -25,6 +25,7 @@ use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
 use shardflow_schemas::{ChunkCodec, ocf};
 use shardflow_storage::objects::Root;
+use shardflow_store::lineage::{Dataset, Lineage, StageRun};
 use shardflow_store::{Index, IndexError};
 use tokio::sync::{Mutex, watch};
 use tracing::{Instrument, info, info_span, warn};
@@ -157,6 +158,7 @@ struct Shared {
     output: Root,
     models: Mutex<HashMap<String, Arc<Model>>>,
     dead_letters: DeadLetters,
+    lineage: Lineage,
     metrics: Arc<Metrics>,
     name: String,
     policy: Policy,
@@ -219,6 +221,7 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
         codec: ChunkCodec::amount()?,
         dead_letters: DeadLetters::new(dead_letters, dead_letter_topic, index.clone(), name.clone()),
         policy: Policy::new(&config.consumer),
+        lineage: Lineage::new(index.clone(), &config.lineage),
         index,
         output,
         models: Mutex::new(HashMap::new()),
@@ -428,12 +431,58 @@ impl Shared {
         }
         // Issues first: a chunk with an outputs row has its issues recorded too.
         self.index.insert_value_issues(&done.issues).await?;
+        let indexing = SystemTime::now();
         self.index.insert_output(&done.output).await?;
+        // Then its lineage, before the offset: a redelivery records the same runs again.
+        let events = self.chunk_events(chunk, &done, indexing, SystemTime::now());
+        self.lineage.record(&chunk.job_id, &events).await?;
         let row = done.output;
         self.metrics.records.inc_by(row.rows);
         self.metrics.chunks.inc();
         info!(rows = row.rows, "chunk done");
         Ok(())
+    }
+
+    /// The chunk's transform, inverse and index runs: each `START` and `COMPLETE`, the
+    /// job's run their parent, the model an input of the first two.
+    fn chunk_events(
+        &self,
+        chunk: &Chunk,
+        done: &crate::chunk::Processed,
+        indexing: SystemTime,
+        indexed: SystemTime,
+    ) -> Vec<shardflow_store::lineage::RunEvent> {
+        let (namespace, at) = (self.lineage.namespace(), &done.lineage);
+        let stage = |name: &str| StageRun::of_job(namespace, &chunk.job_id, name, Some(chunk.seq)).with_model(&chunk.model_id);
+        let model = Dataset::model(namespace, &chunk.model_id);
+        let rows = done.output.rows;
+        let topic = Dataset::topic(&self.config.kafka.brokers, &self.config.kafka.topic).with_arrow_schema(&at.input_schema);
+        let transform_part = Dataset::location(&done.output.transform_path).with_arrow_schema(&at.transform_schema);
+        let inverse_part = Dataset::location(&done.output.inverse_path).with_arrow_schema(&at.input_schema);
+        let table = Dataset::table(self.config.clickhouse.url.as_str(), &self.config.clickhouse.database, "outputs");
+        let mut events = Vec::with_capacity(6);
+        events.extend(stage("transform").events(
+            at.started,
+            at.transformed,
+            vec![topic, model.clone()],
+            vec![transform_part.clone().with_statistics(rows, at.transform_bytes)],
+            None,
+        ));
+        events.extend(stage("inverse").events(
+            at.transformed,
+            at.written,
+            vec![transform_part.clone(), model],
+            vec![inverse_part.clone().with_statistics(rows, at.inverse_bytes)],
+            None,
+        ));
+        events.extend(stage("index").events(
+            indexing,
+            indexed,
+            vec![transform_part, inverse_part],
+            vec![table.with_row_count(1)],
+            None,
+        ));
+        events
     }
 
     async fn dead_letter(
@@ -446,6 +495,16 @@ impl Shared {
         let chunk = ids.seq.and_then(|s| i64::try_from(s).ok()).unwrap_or(-1);
         self.dead_letters.record(message, job_id, chunk, reason).await?;
         self.metrics.dead_letters.inc();
+        // The chunk's transform failed, with the reason; lineage never holds a dead letter up.
+        if let (Some(job_id), Some(seq)) = (ids.job_id.as_deref(), ids.seq) {
+            let now = SystemTime::now();
+            let mut stage = StageRun::of_job(self.lineage.namespace(), job_id, "transform", Some(seq));
+            if let Some(model_id) = ids.model_id.as_deref() {
+                stage = stage.with_model(model_id);
+            }
+            let topic = Dataset::topic(&self.config.kafka.brokers, message.topic());
+            self.lineage.record_or_warn(job_id, &stage.events(now, now, vec![topic], Vec::new(), Some(reason))).await;
+        }
         Ok(())
     }
 

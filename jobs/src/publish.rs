@@ -20,6 +20,7 @@ use shardflow_kafka::in_flight::{InFlight, Outgoing};
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
 use shardflow_schemas::{ChunkCodec, CodecError, ocf};
+use shardflow_store::lineage::{Dataset, Lineage, StageRun};
 use shardflow_store::{Index, IndexError, JobRow, JobStatus};
 use shardflow_store::{unix_now, version_now};
 use tokio::sync::mpsc;
@@ -61,6 +62,7 @@ pub struct Published {
 pub struct Publisher {
     producer: FutureProducer,
     index: Index,
+    lineage: Lineage,
     kafka: KafkaConfig,
     publish: PublishConfig,
 }
@@ -74,6 +76,7 @@ impl Publisher {
         kafka::ensure_topic(&config.kafka, &config.kafka.topic).await?;
         Ok(Self {
             producer: kafka::producer(&config.kafka)?,
+            lineage: Lineage::new(index.clone(), &config.lineage),
             index,
             kafka: config.kafka.clone(),
             publish: config.publish.clone(),
@@ -128,7 +131,9 @@ impl Publisher {
                 self.index.insert_job(&job).await?;
             }
             let chunk_rows = usize::try_from(job.chunk_rows).unwrap_or(usize::MAX).max(1);
+            let started = std::time::SystemTime::now();
             let result = self.send_chunks(&job.job_id, path, model, chunk_rows, progress).await;
+            self.record_lineage(&job, model, started, &result).await;
             match &result {
                 Ok(done) => {
                     job.status = JobStatus::Published;
@@ -146,6 +151,33 @@ impl Publisher {
         }
         .instrument(span)
         .await
+    }
+
+    /// The job's publish run: the shard (the job's source, the model's columns) in, the
+    /// chunk topic out, with the rows sent.
+    async fn record_lineage(
+        &self,
+        job: &JobRow,
+        model: &Model,
+        started: std::time::SystemTime,
+        result: &Result<Published, PublishError>,
+    ) {
+        let stage = StageRun::of_job(self.lineage.namespace(), &job.job_id, "publish", None).with_model(&model.model_id);
+        let schema = model.input_schema();
+        let shard = Dataset::location(&job.source).with_arrow_schema(&schema);
+        let topic = Dataset::topic(&self.kafka.brokers, &self.kafka.topic).with_arrow_schema(&schema);
+        let (outputs, error) = match result {
+            Ok(done) => (vec![topic.with_row_count(done.rows)], None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        let inputs = vec![shard, Dataset::model(self.lineage.namespace(), &model.model_id)];
+        let events = stage.events(started, std::time::SystemTime::now(), inputs, outputs, error.as_deref());
+        self.lineage.record_or_warn(&job.job_id, &events).await;
+    }
+
+    /// The recorder of the job stages' lineage.
+    pub fn lineage(&self) -> &Lineage {
+        &self.lineage
     }
 
     async fn send_chunks(

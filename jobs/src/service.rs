@@ -23,6 +23,8 @@ use shardflow_store::{Index, IndexError, JobRow, JobStatus, ModelRow, model_sour
 use tokio::sync::{Mutex, Semaphore};
 use tracing::{error, info, warn};
 
+use shardflow_store::lineage::{Dataset, StageRun};
+
 use crate::fit::{FitError, advice, fit, record_dataset, register_at, save_model};
 use crate::publish::{PublishError, Published, Publisher, new_job, record_final};
 
@@ -540,7 +542,7 @@ impl JobService {
         let model = match model {
             Some(model) => Ok(model),
             None if !job.model_id.is_empty() => self.model(&job.model_id).await.map_err(|e| e.to_string()),
-            None => self.model_for(&job.dataset, path).await.map_err(|e| e.to_string()),
+            None => self.model_for(&job.dataset, path, Some(&job.job_id)).await.map_err(|e| e.to_string()),
         };
         let model = match model {
             Ok(model) => model,
@@ -567,7 +569,9 @@ impl JobService {
     ///
     /// # Errors
     /// [`FitError`] when no model can be fitted.
-    pub async fn model_for(&self, dataset: &str, shard: &Path) -> Result<Model, FitError> {
+    /// A fit made for job `job_id` is the job's fit run in the lineage: the shards in, the
+    /// model out.
+    pub async fn model_for(&self, dataset: &str, shard: &Path, job_id: Option<&str>) -> Result<Model, FitError> {
         let _fitting = self.fit_lock.lock().await;
         match self.dataset_model(dataset).await {
             Ok(Some(model)) => return Ok(model),
@@ -575,18 +579,42 @@ impl JobService {
             Err(SubmitError::Index(e)) => return Err(e.into()),
             Err(e) => return Err(FitError::NoShards(e.to_string())),
         }
+        let started = std::time::SystemTime::now();
+        let fitted = self.fit_and_register(dataset, shard).await;
+        if let Some(job_id) = job_id {
+            let lineage = self.publisher.lineage();
+            let mut stage = StageRun::of_job(lineage.namespace(), job_id, "fit", None);
+            let (inputs, outputs, error) = match &fitted {
+                Ok((model, shards)) => {
+                    stage = stage.with_model(&model.model_id);
+                    let schema = model.input_schema();
+                    let inputs =
+                        shards.iter().map(|s| Dataset::location(&s.display().to_string()).with_arrow_schema(&schema));
+                    (inputs.collect(), vec![Dataset::model(lineage.namespace(), &model.model_id)], None)
+                }
+                Err(e) => (vec![Dataset::location(&shard.display().to_string())], Vec::new(), Some(e.to_string())),
+            };
+            let events = stage.events(started, std::time::SystemTime::now(), inputs, outputs, error.as_deref());
+            lineage.record_or_warn(job_id, &events).await;
+        }
+        fitted.map(|(model, _)| model)
+    }
+
+    /// Fit `dataset`'s model on `shard` and its siblings, save and register it; the model
+    /// and the shards it saw.
+    async fn fit_and_register(&self, dataset: &str, shard: &Path) -> Result<(Model, Vec<PathBuf>), FitError> {
         let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         let (name, shard, base) = (dataset.to_string(), shard.to_path_buf(), self.config.fit.clone());
-        let (model, metadata) = tokio::task::spawn_blocking(move || {
+        let (model, metadata, shards) = tokio::task::spawn_blocking(move || {
             let (shards, config) = fit_inputs(&name, &shard, base)?;
-            fit(&shards, &name, &config, threads, &ProgressBar::hidden())
+            fit(&shards, &name, &config, threads, &ProgressBar::hidden()).map(|(m, meta)| (m, meta, shards))
         })
         .await
         .map_err(|e| FitError::NoShards(format!("the fit task failed: {e}")))??;
         let location = save_model(&self.storage.models, &model, &metadata).await?;
         register_at(&self.index, &location, &model, &metadata).await?;
         info!(model = %model.model_id, dataset, "fitted a model for the dataset's first job");
-        Ok(model)
+        Ok((model, shards))
     }
 
     /// Wait, polling every `api.poll_interval` for up to `api.wait_timeout`, until the job

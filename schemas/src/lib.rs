@@ -26,7 +26,7 @@ pub const AMOUNT_CHUNK_SCHEMA: &str = "shardflow.AmountChunk";
 pub const AMOUNT_CHUNK_AVSC: &str = include_str!("../avro/amount_chunk.avsc");
 
 /// ClickHouse DDL, in the order it must run; `{database}` stands for the database name.
-pub const CLICKHOUSE_DDL: [(&str, &str); 11] = [
+pub const CLICKHOUSE_DDL: [(&str, &str); 13] = [
     ("001_models.sql", include_str!("../sql/001_models.sql")),
     ("002_jobs.sql", include_str!("../sql/002_jobs.sql")),
     ("003_outputs.sql", include_str!("../sql/003_outputs.sql")),
@@ -38,6 +38,8 @@ pub const CLICKHOUSE_DDL: [(&str, &str); 11] = [
     ("009_datasets.sql", include_str!("../sql/009_datasets.sql")),
     ("010_value_issues.sql", include_str!("../sql/010_value_issues.sql")),
     ("011_upload_keys.sql", include_str!("../sql/011_upload_keys.sql")),
+    ("012_lineage_events.sql", include_str!("../sql/012_lineage_events.sql")),
+    ("013_stage_runs.sql", include_str!("../sql/013_stage_runs.sql")),
 ];
 
 /// The DDL statements for `database` (which the caller has checked is a plain identifier).

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod datasets;
+pub mod lineage;
 mod rows;
 pub mod status;
 mod upgrade;
