@@ -21,6 +21,8 @@ mod jobs;
 mod lineage;
 mod metrics;
 mod models;
+mod pipelines;
+mod predict;
 mod retention;
 mod start;
 mod upload;
@@ -58,6 +60,11 @@ pub struct AppState {
     rounds_store: shardflow_rounds::store::RoundsStore,
     metrics: metrics::Metrics,
     claims: idempotency::Claims,
+    /// Runs pipelines (`POST /pipelines/stocks/runs`), one at a time.
+    pipelines: shardflow_pipeline::run::Runner,
+    pipeline_turn: tokio::sync::Mutex<()>,
+    /// Forests loaded for `POST /models/{id}/predict`.
+    forests: tokio::sync::Mutex<std::collections::HashMap<String, Arc<shardflow_pipeline::forest::Forest>>>,
 }
 
 /// Why the API could not start.
@@ -91,7 +98,17 @@ impl AppState {
         let jobs = JobService::new(config.clone(), index.clone(), storage).await?;
         let rounds = RoundsPublisher::new(&config, index.clone()).await?;
         jobs.resume().await?;
+        let work = config.storage.local_data_root().map(|r| r.join("pipelines").join(shardflow_pipeline::run::STOCKS));
+        let pipelines = shardflow_pipeline::run::Runner::new(
+            index.clone(),
+            jobs.publisher().lineage().clone(),
+            work.unwrap_or_default(),
+            jobs.storage().models.clone(),
+        );
         let state = Arc::new(Self {
+            pipelines,
+            pipeline_turn: tokio::sync::Mutex::new(()),
+            forests: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             config,
             index: index.clone(),
             metrics: metrics::Metrics::new(jobs.counters()),
@@ -165,6 +182,10 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(lineage::job))
         .routes(routes!(models::list))
         .routes(routes!(models::get))
+        .routes(routes!(predict::predict))
+        .routes(routes!(pipelines::start))
+        .routes(routes!(pipelines::get))
+        .routes(routes!(pipelines::lineage))
         .routes(routes!(datasets::list))
         .routes(routes!(datasets::get))
         .routes(routes!(datasets::use_model))

@@ -179,11 +179,7 @@ pub(crate) fn graph(root_id: &str, events: Vec<RunEvent>, with_events: bool) -> 
 }
 
 /// The graph of root `root_id`'s events.
-pub(crate) async fn graph_of(
-    lineage: &Lineage,
-    root_id: &str,
-    with_events: bool,
-) -> Result<LineageGraph, ApiError> {
+pub(crate) async fn graph_of(lineage: &Lineage, root_id: &str, with_events: bool) -> Result<LineageGraph, ApiError> {
     Ok(graph(root_id, lineage.events(root_id).await?, with_events))
 }
 

@@ -453,10 +453,12 @@ impl Shared {
         indexed: SystemTime,
     ) -> Vec<shardflow_store::lineage::RunEvent> {
         let (namespace, at) = (self.lineage.namespace(), &done.lineage);
-        let stage = |name: &str| StageRun::of_job(namespace, &chunk.job_id, name, Some(chunk.seq)).with_model(&chunk.model_id);
+        let stage =
+            |name: &str| StageRun::of_job(namespace, &chunk.job_id, name, Some(chunk.seq)).with_model(&chunk.model_id);
         let model = Dataset::model(namespace, &chunk.model_id);
         let rows = done.output.rows;
-        let topic = Dataset::topic(&self.config.kafka.brokers, &self.config.kafka.topic).with_arrow_schema(&at.input_schema);
+        let topic =
+            Dataset::topic(&self.config.kafka.brokers, &self.config.kafka.topic).with_arrow_schema(&at.input_schema);
         let transform_part = Dataset::location(&done.output.transform_path).with_arrow_schema(&at.transform_schema);
         let inverse_part = Dataset::location(&done.output.inverse_path).with_arrow_schema(&at.input_schema);
         let table = Dataset::table(self.config.clickhouse.url.as_str(), &self.config.clickhouse.database, "outputs");

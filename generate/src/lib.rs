@@ -5,13 +5,17 @@
 //!   written in parallel. Memory is one batch per thread, whatever the row count.
 //! - The creative-packs dataset ([`creative`]): versioned Parquet and TFRecord files of
 //!   labels drawn from known per-(target store, creative pack) probabilities.
+//! - The stocks dataset ([`stocks`]): per-symbol daily prices and volumes of ETFs and stocks
+//!   in the Kaggle "stock market dataset" schema, with nulls and duplicate rows injected.
 #![warn(missing_docs)]
 
 pub mod creative;
+pub mod stocks;
 pub mod tfrecord;
 mod versions;
 
 pub use creative::{CreativeMetadata, CreativeOptions, creative_version, creative_versions, generate_creative_packs};
+pub use stocks::{StocksManifest, StocksOptions, generate_stocks};
 pub use versions::VersionFiles;
 
 use std::path::{Path, PathBuf};

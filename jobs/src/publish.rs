@@ -162,7 +162,8 @@ impl Publisher {
         started: std::time::SystemTime,
         result: &Result<Published, PublishError>,
     ) {
-        let stage = StageRun::of_job(self.lineage.namespace(), &job.job_id, "publish", None).with_model(&model.model_id);
+        let stage =
+            StageRun::of_job(self.lineage.namespace(), &job.job_id, "publish", None).with_model(&model.model_id);
         let schema = model.input_schema();
         let shard = Dataset::location(&job.source).with_arrow_schema(&schema);
         let topic = Dataset::topic(&self.kafka.brokers, &self.kafka.topic).with_arrow_schema(&schema);

@@ -18,7 +18,8 @@ use indicatif::ProgressBar;
 use shardflow_api::serve_starting;
 use shardflow_config::{Config, FitStrategy, telemetry};
 use shardflow_generate::{
-    CreativeOptions, GenerateOptions, creative_version, creative_versions, generate, generate_creative_packs,
+    CreativeOptions, GenerateOptions, StocksOptions, creative_version, creative_versions, generate,
+    generate_creative_packs, generate_stocks,
 };
 use shardflow_jobs::fit::{dataset_of, fit, record_dataset, register, write_model};
 use shardflow_jobs::service::JobService;
@@ -26,6 +27,9 @@ use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, Shard};
 use shardflow_storage::table::list_table_shards;
 use shardflow_store::{Index, model_source};
+
+use shardflow_pipeline::run::{Runner, STOCKS, StocksParams};
+use shardflow_store::lineage::Lineage;
 
 #[derive(Parser)]
 #[command(
@@ -43,18 +47,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write a synthetic dataset: Amount_Shard_{1..}.parquet files and a manifest.json (the default), or a new
-    /// version of the creative-packs dataset (dataset_v{V}.parquet, dataset_v{V}.tfrecord, metadata_v{V}.json).
+    /// Write a synthetic dataset: Amount_Shard_{1..}.parquet files and a manifest.json (the default), a new
+    /// version of the creative-packs dataset (dataset_v{V}.parquet, dataset_v{V}.tfrecord, metadata_v{V}.json),
+    /// or the stocks dataset (etfs/<SYMBOL>.parquet, stocks/<SYMBOL>.parquet, symbols.parquet, manifest.json).
     Generate {
         /// Dataset to write.
         #[arg(long, value_enum, default_value_t = DatasetKind::Amount)]
         dataset: DatasetKind,
-        /// Rows in all (required for amount; creative-packs: 10000000 when not given).
+        /// Rows in all (required for amount; creative-packs: 10000000, stocks: 1000000 when not given).
         #[arg(long)]
         rows: Option<u64>,
-        /// Rows per shard (amount).
-        #[arg(long, default_value_t = 10_000_000)]
-        shard_rows: u64,
+        /// Rows per shard (amount; default 10000000).
+        #[arg(long)]
+        shard_rows: Option<u64>,
+        /// Symbols, one in five (at least one) an ETF, the rows split evenly between them (stocks; default 100).
+        #[arg(long)]
+        symbols: Option<usize>,
         /// Target stores (creative-packs; default 10).
         #[arg(long)]
         target_stores: Option<usize>,
@@ -111,6 +119,9 @@ enum Command {
     /// Inspect fitted models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run pipelines of stages with lineage (docs/pipelines.md).
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Run SQL over one file and write the result in any format, or show its first rows.
     ///
     /// The input (CSV with its schema inferred, Parquet, NDJSON, Arrow IPC or Avro; a path or an s3://, az://,
@@ -184,6 +195,8 @@ enum DatasetKind {
     Amount,
     /// Versioned creative-packs labels (Parquet and TFRecord).
     CreativePacks,
+    /// Daily prices and volumes of ETFs and stocks, one Parquet file per symbol, with nulls and duplicates.
+    Stocks,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +214,49 @@ enum DatasetCommand {
         #[arg(long)]
         version: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Run a pipeline: for `stocks`, features for ETFs and stocks at once, their merge, a random forest trained
+    /// on a sample, registered as a model; a stage whose inputs, parameters and code are unchanged since it last
+    /// succeeded is skipped. Prints each stage's status and the run's JSON report; fails with the failed stage's reason.
+    Run {
+        /// The pipeline.
+        #[arg(value_enum)]
+        pipeline: PipelineName,
+        /// A directory `producer generate --dataset stocks` wrote (default: generate one, --rows and --symbols).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Rows to generate (without --input; default 1000000).
+        #[arg(long)]
+        rows: Option<u64>,
+        /// Symbols to generate (without --input; default 100).
+        #[arg(long)]
+        symbols: Option<usize>,
+        /// Seed of the generator, the sample, the split and the forest (default 42).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Trees (default 100).
+        #[arg(long)]
+        trees: Option<usize>,
+        /// Rows sampled from the merged features to train and test on (default 200000).
+        #[arg(long)]
+        sample_rows: Option<usize>,
+        /// Fewest rows in a leaf (default 5).
+        #[arg(long)]
+        min_samples_leaf: Option<usize>,
+        /// Where stage outputs go (default: pipelines/<pipeline> under the first local data root).
+        #[arg(long)]
+        work: Option<PathBuf>,
+    },
+}
+
+/// The pipelines `producer pipeline run` knows.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PipelineName {
+    /// Stock-market features, a random forest predicting Volume, registered.
+    Stocks,
 }
 
 #[derive(Subcommand)]
@@ -265,13 +321,17 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Generate { dataset, rows, shard_rows, target_stores, creative_packs, version, out, seed } => {
+        Command::Generate { dataset, rows, shard_rows, symbols, target_stores, creative_packs, version, out, seed } => {
+            if symbols.is_some() && !matches!(dataset, DatasetKind::Stocks) {
+                bail!("--symbols applies to --dataset stocks only");
+            }
             match dataset {
                 DatasetKind::Amount => {
                     if target_stores.is_some() || creative_packs.is_some() || version.is_some() {
                         bail!("--target-stores, --creative-packs and --version apply to --dataset creative-packs only");
                     }
                     let rows = rows.context("--rows is required for --dataset amount")?;
+                    let shard_rows = shard_rows.unwrap_or(10_000_000);
                     let bar = progress(rows, "generate");
                     let opts = GenerateOptions { rows, shard_rows, out: out.clone(), seed, threads: threads() };
                     let manifest = tokio::task::spawn_blocking(move || generate(&opts, &bar)).await??;
@@ -297,6 +357,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         metadata.rows,
                         metadata.target_stores.len(),
                         metadata.pairs.len()
+                    );
+                }
+                DatasetKind::Stocks => {
+                    if target_stores.is_some() || creative_packs.is_some() || version.is_some() || shard_rows.is_some()
+                    {
+                        bail!(
+                            "--shard-rows, --target-stores, --creative-packs and --version do not apply to --dataset stocks"
+                        );
+                    }
+                    let defaults = StocksOptions::new(out);
+                    let opts = StocksOptions {
+                        rows: rows.unwrap_or(defaults.rows),
+                        symbols: symbols.unwrap_or(defaults.symbols),
+                        seed,
+                        ..defaults
+                    };
+                    let bar = progress(opts.rows, "generate");
+                    let out = opts.out.clone();
+                    let manifest = tokio::task::spawn_blocking(move || generate_stocks(&opts, &bar)).await??;
+                    println!(
+                        "wrote stocks to {}: {} rows ({} with a null, {} duplicated) of {} ETFs and {} stocks",
+                        out.display(),
+                        manifest.rows,
+                        manifest.nulls,
+                        manifest.duplicates,
+                        manifest.etfs,
+                        manifest.stocks
                     );
                 }
             }
@@ -385,6 +472,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     done.chunks,
                     file.display()
                 );
+            }
+        }
+        Command::Pipeline(PipelineCommand::Run {
+            pipeline: PipelineName::Stocks,
+            input,
+            rows,
+            symbols,
+            seed,
+            trees,
+            sample_rows,
+            min_samples_leaf,
+            work,
+        }) => {
+            let defaults = StocksParams::default();
+            let params = StocksParams {
+                input,
+                rows: rows.unwrap_or(defaults.rows),
+                symbols: symbols.unwrap_or(defaults.symbols),
+                seed: seed.unwrap_or(defaults.seed),
+                trees: trees.unwrap_or(defaults.trees),
+                sample_rows: sample_rows.unwrap_or(defaults.sample_rows),
+                min_samples_leaf: min_samples_leaf.unwrap_or(defaults.min_samples_leaf),
+                ..defaults
+            };
+            params.check()?;
+            let index = Index::connect(&config.clickhouse).await?;
+            let storage = shardflow_api::open_storage(&config)?;
+            let work = match work {
+                Some(work) => work,
+                None => config.storage.local_data_root().context("no local data root")?.join("pipelines").join(STOCKS),
+            };
+            let runner = Runner::new(index.clone(), Lineage::new(index, &config.lineage), work, storage.models);
+            let run_id = Runner::new_run_id();
+            let report = runner.run_stocks(&run_id, &params).await?;
+            for stage in &report.stages {
+                let summary = stage.outputs.as_ref().map(|o| o.summary.to_string()).unwrap_or_default();
+                println!("{:<16} {:<9} {:>8.2}s {summary}", stage.stage, stage.status, stage.seconds);
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(error) = report.error {
+                bail!("pipeline run {run_id} failed: {error}");
             }
         }
         Command::Model(ModelCommand::Use { id }) => {

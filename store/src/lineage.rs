@@ -33,9 +33,11 @@ const RUN_EVENT_SCHEMA: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.js
 const PARENT_SCHEMA: &str = "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet";
 const ENGINE_SCHEMA: &str =
     "https://openlineage.io/spec/facets/1-1-1/ProcessingEngineRunFacet.json#/$defs/ProcessingEngineRunFacet";
-const ERROR_SCHEMA: &str = "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
+const ERROR_SCHEMA: &str =
+    "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
 const JOB_TYPE_SCHEMA: &str = "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
-const SCHEMA_SCHEMA: &str = "https://openlineage.io/spec/facets/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet";
+const SCHEMA_SCHEMA: &str =
+    "https://openlineage.io/spec/facets/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet";
 const STATISTICS_SCHEMA: &str = "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet";
 /// Where shardflow's own run facet is described.
 pub const SHARDFLOW_FACET_SCHEMA: &str =
@@ -352,8 +354,7 @@ impl Dataset {
     #[must_use]
     pub fn with_schema<N: Into<String>, T: Into<String>>(mut self, fields: impl IntoIterator<Item = (N, T)>) -> Self {
         let fields = fields.into_iter().map(|(name, t)| Field { name: name.into(), data_type: t.into() }).collect();
-        self.facets.schema =
-            Some(SchemaFacet { producer: PRODUCER.into(), schema_url: SCHEMA_SCHEMA.into(), fields });
+        self.facets.schema = Some(SchemaFacet { producer: PRODUCER.into(), schema_url: SCHEMA_SCHEMA.into(), fields });
         self
     }
 
@@ -539,7 +540,10 @@ impl StageRun {
     ) -> [RunEvent; 2] {
         let end = if error.is_some() { EventType::Fail } else { EventType::Complete };
         let outputs = if error.is_some() { Vec::new() } else { outputs };
-        [self.event(EventType::Start, started, inputs.clone(), Vec::new(), None), self.event(end, ended, inputs, outputs, error)]
+        [
+            self.event(EventType::Start, started, inputs.clone(), Vec::new(), None),
+            self.event(end, ended, inputs, outputs, error),
+        ]
     }
 }
 
@@ -721,7 +725,10 @@ mod tests {
     #[test]
     fn datasets_are_named_as_openlineage_says() {
         let s3 = Dataset::location("s3://bucket/outputs/transform_j/part-00001.parquet");
-        assert_eq!((s3.namespace.as_str(), s3.name.as_str()), ("s3://bucket", "outputs/transform_j/part-00001.parquet"));
+        assert_eq!(
+            (s3.namespace.as_str(), s3.name.as_str()),
+            ("s3://bucket", "outputs/transform_j/part-00001.parquet")
+        );
         let file = Dataset::location("/data/a.parquet");
         assert_eq!((file.namespace.as_str(), file.name.as_str()), ("file", "/data/a.parquet"));
         let topic = Dataset::topic("127.0.0.1:9092,other:9092", "chunks");
