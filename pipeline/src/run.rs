@@ -945,9 +945,9 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused_with_the_reason() {
         let bad = StocksParams { test_fraction: 1.0, ..StocksParams::default() };
-        assert!(bad.check().unwrap_err().to_string().contains("test_fraction"));
+        assert!(bad.check().expect_err("refused").to_string().contains("test_fraction"));
         let bad = StocksParams { trees: 0, ..StocksParams::default() };
-        assert!(bad.check().unwrap_err().to_string().contains("trees"));
+        assert!(bad.check().expect_err("refused").to_string().contains("trees"));
         assert!(StocksParams::default().check().is_ok());
     }
 }
