@@ -86,8 +86,8 @@ async fn a_job_survives_a_stopped_node_and_both_nodes_end_with_the_same_rows() {
     let db = data.env.config.clickhouse.database.clone();
     for node in NODES {
         let tables = ask(node, &format!("SELECT count() FROM system.tables WHERE database = '{db}'")).await;
-        // Eleven tables and their replicated halves, less the view's half.
-        assert_eq!(tables.as_deref(), Some("21\n"), "{node} has every table");
+        // Thirteen tables and their replicated halves, less the view's half.
+        assert_eq!(tables.as_deref(), Some("25\n"), "{node} has every table");
         let engine = format!("SELECT engine FROM system.tables WHERE database = '{db}' AND name = 'outputs_local'");
         assert_eq!(ask(node, &engine).await.as_deref(), Some("ReplicatedReplacingMergeTree\n"), "{node}");
     }
