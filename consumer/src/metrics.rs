@@ -36,6 +36,8 @@ pub struct Metrics {
     pub publish_to_index_seconds: Histogram,
     /// Messages behind the high watermark, per assigned partition.
     pub lag: Family<PartitionLabel, Gauge>,
+    /// Partitions the process's group members hold now.
+    pub assigned_partitions: Gauge,
 }
 
 impl Metrics {
@@ -50,6 +52,7 @@ impl Metrics {
         let chunk_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let publish_to_index_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 20));
         let lag = Family::<PartitionLabel, Gauge>::default();
+        let assigned_partitions = Gauge::default();
         registry.register("records", "Rows transformed and indexed", records.clone());
         registry.register("chunks", "Chunks transformed and indexed", chunks.clone());
         registry.register("dead_letters", "Messages sent to the dead-letter topic and table", dead_letters.clone());
@@ -66,6 +69,7 @@ impl Metrics {
             publish_to_index_seconds.clone(),
         );
         registry.register("lag", "Messages behind the high watermark per partition", lag.clone());
+        registry.register("assigned_partitions", "Partitions the group gave this process", assigned_partitions.clone());
         Self {
             registry,
             records,
@@ -76,6 +80,7 @@ impl Metrics {
             chunk_seconds,
             publish_to_index_seconds,
             lag,
+            assigned_partitions,
         }
     }
 

@@ -131,6 +131,7 @@ impl ConsumerContext for GroupContext {
                 info!(error = %e, "nothing to commit before revocation");
             }
             info!(partitions = %partitions(list), "partitions revoked");
+            self.metrics.assigned_partitions.dec_by(i64::try_from(list.count()).unwrap_or(i64::MAX));
             for e in list.elements() {
                 self.metrics.lag.remove(&PartitionLabel { topic: e.topic().to_string(), partition: e.partition() });
             }
@@ -139,7 +140,10 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(list) => info!(partitions = %partitions(list), "partitions assigned"),
+            Rebalance::Assign(list) => {
+                info!(partitions = %partitions(list), "partitions assigned");
+                self.metrics.assigned_partitions.inc_by(i64::try_from(list.count()).unwrap_or(i64::MAX));
+            }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
         }

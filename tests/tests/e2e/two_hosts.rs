@@ -75,6 +75,12 @@ fn pyarrow_rows(dir: &ObjectDir, datasets: &[String]) -> Vec<u64> {
     serde_json::from_slice(&out.stdout).expect("JSON from python")
 }
 
+/// The partitions a consumer's group members hold, from its `/metrics`.
+async fn assigned(client: &reqwest::Client, metrics: &str) -> Option<i64> {
+    let text = client.get(metrics).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("shardflow_consumer_assigned_partitions ")?.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_on_two_hosts_write_every_part_to_s3_once_through_a_kill_9() {
     let bucket = ObjectDir::s3_seaweed("twohosts");
@@ -91,8 +97,14 @@ async fn two_consumers_on_two_hosts_write_every_part_to_s3_once_through_a_kill_9
     });
     let hosts = tempfile::tempdir().expect("hosts");
     let api = Host::new(hosts.path(), "api", &env.config);
-    let first = Host::new(hosts.path(), "consumer-1", &env.config);
-    let second = Host::new(hosts.path(), "consumer-2", &env.config);
+    // Each consumer's /metrics on a port of its own, to see the partitions it holds.
+    let consumer_host = |name: &str| {
+        let mut config = env.config.clone();
+        config.consumer.listen = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        (Host::new(hosts.path(), name, &config), format!("http://{}/metrics", config.consumer.listen))
+    };
+    let (first, first_metrics) = consumer_host("consumer-1");
+    let (second, second_metrics) = consumer_host("consumer-2");
     let shards = api.dir.join("data/shards");
     let options = GenerateOptions { rows: ROWS, shard_rows: ROWS, out: shards.clone(), seed: 21, threads: 2 };
     generate(&options, &ProgressBar::hidden()).expect("generate");
@@ -107,6 +119,17 @@ async fn two_consumers_on_two_hosts_write_every_part_to_s3_once_through_a_kill_9
     .await;
     let mut victim = first.start("consumer", &[]);
     let _survivor = second.start("consumer", &[]);
+    // Both members hold partitions before the job starts, so both do part of it whatever
+    // the speed of each one's start (a member that joined late found the job done).
+    let partitions = i64::from(env.config.kafka.partitions);
+    eventually("both consumers to hold partitions", TIMEOUT, || {
+        let (a, b) = (assigned(&client, &first_metrics), assigned(&client, &second_metrics));
+        async move {
+            let (a, b) = (a.await?, b.await?);
+            (a > 0 && b > 0 && a + b == partitions).then_some(())
+        }
+    })
+    .await;
 
     // A relative path: it resolves in the API's own data root, which no consumer has.
     let response = client
