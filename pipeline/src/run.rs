@@ -426,9 +426,19 @@ impl Runner {
         );
         let mut runs = Vec::new();
         for (name, dir, content) in [etfs, stocks_in] {
-            let content = content.map_err(|reason| PipelineError::Stage { stage: name.into(), reason })?;
-            let fp = fingerprint(&[&code(name), &content]);
             let inputs = vec![Dataset::location(&dir.display().to_string())];
+            // An input that cannot be read fails the stage itself, so it leaves its stage row and
+            // FAIL event like any other failure (the fingerprint never matches a success).
+            let content = match content {
+                Ok(content) => content,
+                Err(reason) => {
+                    let fp = fingerprint(&[&code(name), "unreadable", &reason]);
+                    let work: Work = Box::new(move |_| Err(reason));
+                    runs.push((name, fp, inputs, work));
+                    continue;
+                }
+            };
+            let fp = fingerprint(&[&code(name), &content]);
             let work: Work = Box::new(move |out| {
                 let started = Instant::now();
                 let stats = features::features(&dir, out).map_err(|e| e.to_string())?;
