@@ -180,6 +180,7 @@ impl From<FitError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_fit", e.to_string())
             }
             FitError::Write { .. } => Self::internal(&e),
+            FitError::Group(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "group_fit_failed", e.to_string()),
         }
     }
 }

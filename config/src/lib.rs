@@ -205,6 +205,14 @@ pub struct FitConfig {
     /// How kinds are inferred.
     #[serde(default)]
     pub inference: InferenceParams,
+    /// A fit on the consumer group (`producer fit --on-group`) fails when its members have
+    /// not answered every task of a pass within this long.
+    #[serde(default = "default_group_timeout", with = "humantime_serde")]
+    pub group_timeout: Duration,
+}
+
+fn default_group_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl FitConfig {

@@ -14,17 +14,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, Statistics, TopicPartitionList};
 use shardflow_config::Config;
+use shardflow_jobs::group_fit::{self, TaskError};
 use shardflow_kafka::{self as kafka, headers};
 use shardflow_model::Model;
 use shardflow_schemas::{ChunkCodec, ocf};
-use shardflow_storage::objects::Root;
+use shardflow_storage::objects::{Root, Storage};
 use shardflow_store::lineage::{Dataset, Lineage, StageRun};
 use shardflow_store::{Index, IndexError};
 use tokio::sync::{Mutex, watch};
@@ -37,7 +38,7 @@ use shardflow_kafka::retry::{Next, Paused, Policy, Retry, Waited};
 
 /// Temporary part files untouched this long belong to a writer that died: a part is
 /// written in seconds.
-const SWEEP_TEMPORARIES_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+const SWEEP_TEMPORARIES_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,11 @@ struct Shared {
     index: Index,
     codec: ChunkCodec,
     output: Root,
+    /// Every root, for fit tasks: their shards in the data roots, their results under the
+    /// model root.
+    storage: Storage,
+    /// Where fit tasks copy remote shards while they read them.
+    scratch: std::path::PathBuf,
     models: Mutex<HashMap<String, Arc<Model>>>,
     dead_letters: DeadLetters,
     lineage: Lineage,
@@ -198,6 +204,15 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
         // An object is put in one request: there is no temporary to sweep.
         remote @ Root::Remote(_) => remote,
     };
+    let storage = Storage::open(
+        &config.storage.data_roots,
+        &config.storage.output_root,
+        &config.storage.model_root,
+        &config.storage.options(),
+    )
+    .map_err(|e| WorkerError::Io { what: "storage roots".into(), source: std::io::Error::other(e) })?;
+    let scratch = std::env::temp_dir().join(format!("shardflow-fit-tasks-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(io(format!("scratch directory {}", scratch.display())))?;
     let metrics = Arc::new(Metrics::new());
     let dead_letters = kafka::producer(&config.kafka)?;
 
@@ -228,6 +243,8 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
         lineage: Lineage::new(index.clone(), &config.lineage),
         index,
         output,
+        storage,
+        scratch: scratch.clone(),
         models: Mutex::new(HashMap::new()),
         metrics,
         name,
@@ -244,6 +261,7 @@ pub async fn run(config: Config, tasks: usize, shutdown: watch::Receiver<bool>) 
     for handle in handles {
         let _ = handle.await;
     }
+    let _ = std::fs::remove_dir_all(&scratch);
     let _ = http.await;
     Ok(())
 }
@@ -344,6 +362,30 @@ impl ChunkHeaders {
     }
 }
 
+/// Wait `delay` before a message's next attempt, every partition paused (from its first
+/// wait on, [`Paused`]) and the consumer polled: the outcome, when the wait ends the
+/// message's handling (a shutdown, or its partition given to another member).
+async fn wait_to_retry<'c>(
+    consumer: &'c StreamConsumer<GroupContext>,
+    paused: &mut Option<Paused<'c, GroupContext>>,
+    delay: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+    message: &BorrowedMessage<'_>,
+) -> Option<Outcome> {
+    let waiting = paused.get_or_insert_with(|| Paused::pause(consumer));
+    if waiting.wait(delay, shutdown).await == Waited::Shutdown {
+        return Some(Outcome::Abandoned);
+    }
+    (!waiting.holds(message.topic(), message.partition())).then_some(Outcome::Revoked)
+}
+
+/// Resume what [`wait_to_retry`] paused, past `message` once it is durable.
+fn resume(paused: Option<Paused<'_, GroupContext>>, outcome: &Outcome, message: &BorrowedMessage<'_>) {
+    if let Some(waiting) = paused {
+        waiting.resume(matches!(outcome, Outcome::Durable).then_some(message));
+    }
+}
+
 impl Shared {
     /// Process one message until it is durable (outputs or dead letter), revoked or
     /// abandoned. Between attempts every partition of the member is paused and the
@@ -355,6 +397,9 @@ impl Shared {
         message: &BorrowedMessage<'_>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Outcome {
+        if group_fit::is_fit_task(message.headers()) {
+            return self.fit_task(consumer, message, shutdown).await;
+        }
         let started = Instant::now();
         let ids = ChunkHeaders::read(message);
         let (chunk, mut dead) = match ids.chunk(message, &self.codec) {
@@ -406,17 +451,11 @@ impl Shared {
                 self.metrics.clickhouse_insert_errors.inc();
             }
             warn!(error = %e, kind = ?e.retry(), retry_in = ?wait, "failed; will retry, offset not committed");
-            let waiting = paused.get_or_insert_with(|| Paused::pause(consumer));
-            if waiting.wait(wait, shutdown).await == Waited::Shutdown {
-                break Outcome::Abandoned;
-            }
-            if !waiting.holds(message.topic(), message.partition()) {
-                break Outcome::Revoked;
+            if let Some(ended) = wait_to_retry(consumer, &mut paused, wait, shutdown, message).await {
+                break ended;
             }
         };
-        if let Some(waiting) = paused {
-            waiting.resume(matches!(outcome, Outcome::Durable).then_some(message));
-        }
+        resume(paused, &outcome, message);
         outcome
     }
 
@@ -489,6 +528,43 @@ impl Shared {
             None,
         ));
         events
+    }
+
+    /// A fit task ([`group_fit`]): its shard's result put under the model root. A payload
+    /// that is no task is dead-lettered; a result that cannot be put is retried as a chunk
+    /// is (partitions paused, the consumer polled), until it is put.
+    async fn fit_task(
+        &self,
+        consumer: &StreamConsumer<GroupContext>,
+        message: &BorrowedMessage<'_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let mut attempts = self.policy.attempts();
+        let mut paused: Option<Paused<'_, GroupContext>> = None;
+        let outcome = loop {
+            let payload = message.payload().unwrap_or_default();
+            let failure = match group_fit::run_task(&self.storage, payload, &self.name, &self.scratch).await {
+                Ok(task) => {
+                    info!(fit = %task.fit_id, phase = ?task.phase, shard = task.index, "fit task done");
+                    break Outcome::Durable;
+                }
+                Err(TaskError::Bad(reason)) => {
+                    match self.dead_letter(message, &ChunkHeaders::read(message), &reason).await {
+                        Ok(()) => break Outcome::Durable,
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(e @ TaskError::Store(_)) => e.to_string(),
+            };
+            self.metrics.retries.inc();
+            let wait = attempts.backoff();
+            warn!(error = %failure, retry_in = ?wait, "fit task failed; will retry, offset not committed");
+            if let Some(ended) = wait_to_retry(consumer, &mut paused, wait, shutdown, message).await {
+                break ended;
+            }
+        };
+        resume(paused, &outcome, message);
+        outcome
     }
 
     async fn dead_letter(

@@ -51,6 +51,9 @@ pub enum FitError {
     /// Registering in ClickHouse failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// A fit on the consumer group failed: the broker, a member's report, or no answer.
+    #[error("fit on the consumer group: {0}")]
+    Group(String),
 }
 
 /// What a user of the configuration can do about a fit the model refused: the model
@@ -146,13 +149,303 @@ pub fn dataset_of(dir: &Path, shards: &[PathBuf], config: &FitConfig) -> Result<
 }
 
 /// One shard's seeded sample, its row count and its columns' statistics.
-type Sampled = Result<(RecordBatch, u64, Vec<ColumnStats>), ShardError>;
+pub type Sampled = Result<(RecordBatch, u64, Vec<ColumnStats>), ShardError>;
+
+/// What a fit learns from its first shard before reading any other: the columns fitted (in
+/// the order of `fit.columns` or of the shard), their schema, the schema further CSV shards
+/// are read with, and whether the table is the main dataset.
+#[derive(Clone, Debug)]
+pub struct Head {
+    csv_schema: Option<arrow_schema::SchemaRef>,
+    schema: arrow_schema::SchemaRef,
+    order: Vec<String>,
+    amount: bool,
+}
+
+impl Head {
+    /// Read the head of `first`; configured kinds, modes and tails must name real columns,
+    /// even when `fit.columns` is empty.
+    ///
+    /// # Errors
+    /// [`FitError::Shard`] when the shard is unusable or lacks a configured column.
+    pub fn open(first: &Path, config: &FitConfig) -> Result<Self, FitError> {
+        let named: Vec<String> =
+            config.kinds.keys().chain(config.modes.keys()).chain(config.tails.keys()).cloned().collect();
+        Table::open(first, &named, None)?;
+        let head = Table::open(first, &config.columns, None)?;
+        let schema = head.schema();
+        let order: Vec<String> = if config.columns.is_empty() {
+            schema.fields().iter().map(|f| f.name().clone()).collect()
+        } else {
+            config.columns.clone()
+        };
+        Ok(Self { csv_schema: head.csv_schema(), amount: is_amount(&schema, config), schema, order })
+    }
+
+    /// The head of a table known only by its schema (a sample another process drew): what
+    /// the submitter of a fit on the consumer group, which may not see any shard, fits with.
+    pub fn of_schema(schema: arrow_schema::SchemaRef, config: &FitConfig) -> Self {
+        let order: Vec<String> = if config.columns.is_empty() {
+            schema.fields().iter().map(|f| f.name().clone()).collect()
+        } else {
+            config.columns.clone()
+        };
+        Self { csv_schema: None, amount: is_amount(&schema, config), schema, order }
+    }
+
+    /// The seeded sample of shard `index` at `path`: the seed depends on the index and
+    /// `fit.mixture.seed` alone, so any process that samples the shard draws the same rows.
+    pub fn sample(&self, path: &Path, index: usize, config: &FitConfig) -> Sampled {
+        let shard_seed = config.mixture.seed ^ (index as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
+        let csv = if is_csv(path) { self.csv_schema.clone() } else { None };
+        let (sample, rows, stats) =
+            sample_table(path, &self.order, csv, config.sample_rows_per_shard.get(), shard_seed)?;
+        Ok((conform(path, sample, &self.schema)?, rows, stats))
+    }
+
+    /// Add every row of the shard at `path` to `histograms`, one per column of `columns`
+    /// (the sample fit's, which fix each value's place in the mixture's space).
+    ///
+    /// # Errors
+    /// [`FitError`] when the shard cannot be read or a column's values are unusable.
+    pub fn add_to_histograms(
+        &self,
+        path: &Path,
+        columns: &[ColumnModel],
+        histograms: &mut Histograms,
+    ) -> Result<(), FitError> {
+        let numeric: Vec<String> =
+            columns.iter().filter(|c| c.kind != ColumnKind::Categorical).map(|c| c.name.clone()).collect();
+        let csv = if is_csv(path) { self.csv_schema.clone() } else { None };
+        for batch in Table::open(path, &numeric, csv)?.batches(EVERY_ROW_BATCH)? {
+            let batch = batch?;
+            for (column, histogram) in columns.iter().zip(histograms.iter_mut()) {
+                let (Some(histogram), Some(values)) = (histogram, batch.column_by_name(&column.name)) else {
+                    continue;
+                };
+                column
+                    .add_to_histogram(values.as_ref(), histogram)
+                    .map_err(|source| FitError::Model { column: column.name.clone(), source })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per continuous or mixed column, its histograms (in column order); `None` for the
+/// categorical ones.
+pub type Histograms = Vec<Option<Histogram>>;
+
+/// Empty histograms for `columns`.
+pub fn empty_histograms(columns: &[ColumnModel]) -> Histograms {
+    columns.iter().map(|c| (c.kind != ColumnKind::Categorical).then(Histogram::new)).collect()
+}
+
+/// Add `part`'s rows to `all`: exact, so in any order.
+pub fn merge_histograms(all: &mut Histograms, part: &Histograms) {
+    for (all, part) in all.iter_mut().zip(part) {
+        if let (Some(all), Some(part)) = (all, part) {
+            all.merge(part);
+        }
+    }
+}
+
+/// The mixture fitted on the shards' samples, before any every-row pass.
+pub struct SampleFit {
+    /// The columns as the samples fitted them.
+    pub columns: Vec<ColumnModel>,
+    metadata_columns: Vec<ColumnMetadata>,
+    indices: Vec<usize>,
+    columns_stats: Vec<ColumnStats>,
+    rows_total: u64,
+    shard_stats: Vec<ShardStats>,
+    params: ValidMixtureParams,
+}
+
+impl SampleFit {
+    /// Fit every column of `schema` (in `order`) on the shards' samples, `files` naming the
+    /// shards in the same order as `samples`.
+    ///
+    /// # Errors
+    /// [`FitError`] for a shard that could not be sampled or a column that cannot be fitted.
+    pub fn new(
+        head: &Head,
+        files: &[String],
+        samples: Vec<Sampled>,
+        config: &FitConfig,
+    ) -> Result<SampleFit, FitError> {
+        let (schema, amount) = (&head.schema, head.amount);
+        let mut parts = Vec::with_capacity(samples.len());
+        let mut shard_stats = Vec::with_capacity(samples.len());
+        let mut columns_stats: Vec<ColumnStats> = Vec::new();
+        let mut rows_total = 0;
+        for (sampled, file) in samples.into_iter().zip(files) {
+            let (sample, rows, stats) = sampled?;
+            let numeric = |s: &ColumnStats| s.min <= s.max;
+            shard_stats.push(ShardStats {
+                file: file.clone(),
+                rows,
+                nulls: stats.iter().map(|s| s.nulls).sum(),
+                sampled: sample.num_rows() as u64,
+                min: stats.iter().filter(|s| numeric(s)).map(|s| s.min).fold(f64::INFINITY, f64::min),
+                max: stats.iter().filter(|s| numeric(s)).map(|s| s.max).fold(f64::NEG_INFINITY, f64::max),
+            });
+            if columns_stats.is_empty() {
+                columns_stats = stats;
+            } else {
+                for (all, s) in columns_stats.iter_mut().zip(stats) {
+                    all.nulls += s.nulls;
+                    all.min = all.min.min(s.min);
+                    all.max = all.max.max(s.max);
+                }
+            }
+            rows_total += rows;
+            parts.push(sample);
+        }
+        let first = files.first().map_or("the shards", String::as_str);
+        let read = |e: arrow_schema::ArrowError| ShardError::Read { path: first.to_string(), reason: e.to_string() };
+        let lengths: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+        let sample = arrow_select::concat::concat_batches(schema, &parts).map_err(read)?;
+        drop(parts);
+
+        let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: "*".into(), source })?;
+        let mut columns = Vec::with_capacity(head.order.len());
+        let mut metadata_columns = Vec::with_capacity(head.order.len());
+        let mut indices = Vec::with_capacity(head.order.len());
+        for name in &head.order {
+            let Some((index, _)) = schema.column_with_name(name) else { continue };
+            indices.push(index);
+            let mut spec = config.spec(name);
+            if amount {
+                spec.kind = Some(ColumnKind::Continuous);
+            }
+            let values = sample.column(index);
+            let mut column = fit_column_in_parts(
+                name,
+                values.as_ref(),
+                &lengths,
+                &spec,
+                &config.inference,
+                &params,
+                config.strategy,
+            )
+            .map_err(|source| FitError::Model { column: name.clone(), source })?;
+            if amount {
+                // The main dataset's column is continuous by definition, neither configured nor inferred.
+                column.kind_source = None;
+            }
+            let sampled = values.len() - values.null_count();
+            let tails =
+                compare_tails(&column, values.as_ref(), &lengths, &spec, &config.inference, &params, config.strategy)
+                    .map_err(|source| FitError::Model { column: name.clone(), source })?;
+            let stats = columns_stats.get(index).ok_or_else(|| {
+                read(arrow_schema::ArrowError::SchemaError(format!("no statistics for column `{name}`")))
+            })?;
+            metadata_columns.push(ColumnMetadata { tails, ..column_metadata(&column, stats, rows_total, sampled) });
+            columns.push(column);
+        }
+        Ok(SampleFit { columns, metadata_columns, indices, columns_stats, rows_total, shard_stats, params })
+    }
+
+    /// `fit.strategy = every_row`: each continuous or mixed column's mixture refitted on the
+    /// merged histograms of every row of every shard (see [`Head::add_to_histograms`]).
+    ///
+    /// # Errors
+    /// [`FitError::Model`] when a column's grid cannot be fitted.
+    pub fn refit(&mut self, merged: Histograms) -> Result<(), FitError> {
+        for (i, histogram) in merged.into_iter().enumerate() {
+            let Some(histogram) = histogram.filter(|h| !h.is_empty()) else { continue };
+            let (Some(column), Some(meta), Some(&index)) =
+                (self.columns.get_mut(i), self.metadata_columns.get_mut(i), self.indices.get(i))
+            else {
+                continue;
+            };
+            let mixture = fit_histogram(&histogram, &self.params)
+                .map_err(|source| FitError::Model { column: column.name.clone(), source })?;
+            *column = column.clone().with_mixture(mixture);
+            let fresh = column_metadata(column, &self.columns_stats[index], self.rows_total, 0);
+            *meta = ColumnMetadata { tails: meta.tails.take(), sampled: histogram.rows(), ..fresh };
+        }
+        Ok(())
+    }
+
+    /// Whether any column has a histogram to build (continuous or mixed).
+    pub fn has_numeric(&self) -> bool {
+        self.columns.iter().any(|c| c.kind != ColumnKind::Categorical)
+    }
+
+    /// The model and its metadata.
+    ///
+    /// # Errors
+    /// [`FitError::Model`] when the model does not check.
+    pub fn finish(self, dataset: &str, config: &FitConfig) -> Result<(Model, Metadata), FitError> {
+        let model = Model::new(dataset, self.columns);
+        model.check().map_err(|source| FitError::Model { column: "*".into(), source })?;
+        let metadata = Metadata {
+            model_id: model.model_id.clone(),
+            format_version: FORMAT_VERSION,
+            dataset: dataset.to_string(),
+            seed: config.mixture.seed,
+            strategy: config.strategy,
+            sample_rows_per_shard: config.sample_rows_per_shard.get(),
+            created_at: shardflow_store::unix_now(),
+            columns: self.metadata_columns,
+            shards: self.shard_stats,
+        };
+        Ok((model, metadata))
+    }
+}
+
+/// Each shard's file name, as the metadata records it.
+pub fn file_names(shards: &[PathBuf]) -> Vec<String> {
+    shards.iter().map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()).collect()
+}
+
+/// Run `work` on every shard index, `threads` at a time; each worker folds its shards into
+/// its own state (`init`), and the states come back in no particular order.
+fn per_worker<S: Send>(
+    shards: usize,
+    threads: usize,
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(usize, &mut S) -> Result<(), FitError> + Sync,
+) -> Vec<Result<S, FitError>> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, shards.max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut state = init();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= shards {
+                            return Ok(state);
+                        }
+                        work(i, &mut state)?;
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(FitError::Shard(ShardError::Read {
+                        path: "a fit".into(),
+                        reason: "a fit thread failed".into(),
+                    }))
+                })
+            })
+            .collect()
+    })
+}
 
 /// Fit one model over every shard: a seeded sample of up to `fit.sample_rows_per_shard`
 /// rows from each (read `threads` at a time), then each column's encoding (see
 /// [`shardflow_model::fit_column_in_parts`]), in the order of `fit.columns` or of the first
-/// shard. A dataset whose only column is a number named `Amount` (and that the
-/// configuration says nothing about) is the main dataset: that column is continuous.
+/// shard; for `every_row`, one more streaming pass over every row of every shard
+/// ([`Head::add_to_histograms`], merged exactly) and each mixture refitted on its grid. A
+/// dataset whose only column is a number named `Amount` (and that the configuration says
+/// nothing about) is the main dataset: that column is continuous.
 ///
 /// # Errors
 /// [`FitError`] when a shard is unusable, a configured column is missing, or a column
@@ -165,220 +458,48 @@ pub fn fit(
     progress: &ProgressBar,
 ) -> Result<(Model, Metadata), FitError> {
     let first = shards.first().ok_or_else(|| FitError::NoShards("the request".into()))?;
-    let named: Vec<String> =
-        config.kinds.keys().chain(config.modes.keys()).chain(config.tails.keys()).cloned().collect();
-    // Configured kinds, modes and tails must name real columns, even when fit.columns is empty.
-    Table::open(first, &named, None)?;
-    let head = Table::open(first, &config.columns, None)?;
-    let csv_schema = head.csv_schema();
-    let schema = head.schema();
-    let order: Vec<String> = if config.columns.is_empty() {
-        schema.fields().iter().map(|f| f.name().clone()).collect()
-    } else {
-        config.columns.clone()
-    };
-    let amount = is_amount(&schema, config);
-    let seed = config.mixture.seed;
-    let next = AtomicUsize::new(0);
+    let head = Head::open(first, config)?;
     let mut samples: Vec<Option<Sampled>> = (0..shards.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.clamp(1, shards.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = shards.get(i) else { return done };
-                        let shard_seed = seed ^ (i as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
-                        let csv = if is_csv(path) { csv_schema.clone() } else { None };
-                        let sampled = sample_table(path, &order, csv, config.sample_rows_per_shard.get(), shard_seed)
-                            .and_then(|(sample, rows, stats)| Ok((conform(path, sample, &schema)?, rows, stats)));
-                        done.push((i, sampled));
-                        progress.inc(1);
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            for (i, result) in worker.join().unwrap_or_default() {
-                samples[i] = Some(result);
-            }
-        }
+    let sampled = per_worker(shards.len(), threads, Vec::new, |i, done| {
+        done.push((i, head.sample(&shards[i], i, config)));
+        progress.inc(1);
+        Ok(())
     });
-
-    let mut parts = Vec::with_capacity(shards.len());
-    let mut shard_stats = Vec::with_capacity(shards.len());
-    let mut columns_stats: Vec<ColumnStats> = Vec::new();
-    let mut rows_total = 0;
-    for (slot, path) in samples.into_iter().zip(shards) {
-        let (sample, rows, stats) = slot.unwrap_or_else(|| {
-            Err(ShardError::Read { path: path.display().to_string(), reason: "sampling thread failed".into() })
-        })?;
-        let numeric = |s: &ColumnStats| s.min <= s.max;
-        shard_stats.push(ShardStats {
-            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            rows,
-            nulls: stats.iter().map(|s| s.nulls).sum(),
-            sampled: sample.num_rows() as u64,
-            min: stats.iter().filter(|s| numeric(s)).map(|s| s.min).fold(f64::INFINITY, f64::min),
-            max: stats.iter().filter(|s| numeric(s)).map(|s| s.max).fold(f64::NEG_INFINITY, f64::max),
-        });
-        if columns_stats.is_empty() {
-            columns_stats = stats;
-        } else {
-            for (all, s) in columns_stats.iter_mut().zip(stats) {
-                all.nulls += s.nulls;
-                all.min = all.min.min(s.min);
-                all.max = all.max.max(s.max);
-            }
-        }
-        rows_total += rows;
-        parts.push(sample);
-    }
-    let read =
-        |e: arrow_schema::ArrowError| ShardError::Read { path: first.display().to_string(), reason: e.to_string() };
-    let lengths: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
-    let sample = arrow_select::concat::concat_batches(&schema, &parts).map_err(read)?;
-    drop(parts);
-
-    let params = config.mixture.clone().check().map_err(|source| FitError::Model { column: "*".into(), source })?;
-    let mut columns = Vec::with_capacity(order.len());
-    let mut metadata_columns = Vec::with_capacity(order.len());
-    let mut indices = Vec::with_capacity(order.len());
-    for name in &order {
-        let Some((index, _)) = schema.column_with_name(name) else { continue };
-        indices.push(index);
-        let mut spec = config.spec(name);
-        if amount {
-            spec.kind = Some(ColumnKind::Continuous);
-        }
-        let values = sample.column(index);
-        let mut column =
-            fit_column_in_parts(name, values.as_ref(), &lengths, &spec, &config.inference, &params, config.strategy)
-                .map_err(|source| FitError::Model { column: name.clone(), source })?;
-        if amount {
-            // The main dataset's column is continuous by definition, neither configured nor inferred.
-            column.kind_source = None;
-        }
-        let sampled = values.len() - values.null_count();
-        let tails =
-            compare_tails(&column, values.as_ref(), &lengths, &spec, &config.inference, &params, config.strategy)
-                .map_err(|source| FitError::Model { column: name.clone(), source })?;
-        metadata_columns
-            .push(ColumnMetadata { tails, ..column_metadata(&column, &columns_stats[index], rows_total, sampled) });
-        columns.push(column);
-    }
-    if config.strategy == FitStrategy::EveryRow {
-        let seen = refit_on_every_row(shards, csv_schema, &mut columns, &params, threads, progress)?;
-        for ((meta, column), (rows, &index)) in metadata_columns.iter_mut().zip(&columns).zip(seen.iter().zip(&indices))
-        {
-            if let Some(rows) = *rows {
-                let fresh = column_metadata(column, &columns_stats[index], rows_total, 0);
-                *meta = ColumnMetadata { tails: meta.tails.take(), sampled: rows, ..fresh };
-            }
+    for worker in sampled {
+        for (i, result) in worker? {
+            samples[i] = Some(result);
         }
     }
-    let model = Model::new(dataset, columns);
-    model.check().map_err(|source| FitError::Model { column: "*".into(), source })?;
-    let metadata = Metadata {
-        model_id: model.model_id.clone(),
-        format_version: FORMAT_VERSION,
-        dataset: dataset.to_string(),
-        seed,
-        strategy: config.strategy,
-        sample_rows_per_shard: config.sample_rows_per_shard.get(),
-        created_at: shardflow_store::unix_now(),
-        columns: metadata_columns,
-        shards: shard_stats,
-    };
-    Ok((model, metadata))
-}
-
-/// Per continuous or mixed column, its histograms (in column order).
-type Histograms = Vec<Option<Histogram>>;
-
-/// `fit.strategy = every_row`: one more streaming pass, over every row of every shard (read
-/// `threads` at a time), adds each continuous or mixed column's values to its exact
-/// histogram in the mixture's space (kind, modes and tail as the sample fit chose them);
-/// the shards' histograms are merged (exactly, so in any order) and the column's mixture
-/// is refitted on the grid. Returns, per column, the rows its mixture now models (`None`
-/// for columns left as they were: categorical, or nothing but modal values).
-fn refit_on_every_row(
-    shards: &[PathBuf],
-    csv_schema: Option<arrow_schema::SchemaRef>,
-    columns: &mut [ColumnModel],
-    params: &ValidMixtureParams,
-    threads: usize,
-    progress: &ProgressBar,
-) -> Result<Vec<Option<u64>>, FitError> {
-    let numeric: Vec<String> =
-        columns.iter().filter(|c| c.kind != ColumnKind::Categorical).map(|c| c.name.clone()).collect();
-    if numeric.is_empty() {
-        return Ok(vec![None; columns.len()]);
-    }
-    progress.inc_length(shards.len() as u64);
-    let empty =
-        || -> Histograms { columns.iter().map(|c| (c.kind != ColumnKind::Categorical).then(Histogram::new)).collect() };
-    let shared: &[ColumnModel] = columns;
-    let next = AtomicUsize::new(0);
-    let per_worker: Vec<Result<Histograms, FitError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.clamp(1, shards.len()))
-            .map(|_| {
-                scope.spawn(|| -> Result<Histograms, FitError> {
-                    let mut histograms = empty();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = shards.get(i) else { return Ok(histograms) };
-                        let csv = if is_csv(path) { csv_schema.clone() } else { None };
-                        for batch in Table::open(path, &numeric, csv)?.batches(EVERY_ROW_BATCH)? {
-                            let batch = batch?;
-                            for (column, histogram) in shared.iter().zip(&mut histograms) {
-                                let (Some(histogram), Some(values)) = (histogram, batch.column_by_name(&column.name))
-                                else {
-                                    continue;
-                                };
-                                column
-                                    .add_to_histogram(values.as_ref(), histogram)
-                                    .map_err(|source| FitError::Model { column: column.name.clone(), source })?;
-                            }
-                        }
-                        progress.inc(1);
-                    }
-                })
+    let samples = samples
+        .into_iter()
+        .zip(shards)
+        .map(|(s, path)| {
+            s.unwrap_or_else(|| {
+                Err(ShardError::Read { path: path.display().to_string(), reason: "sampling thread failed".into() })
             })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(FitError::Shard(ShardError::Read {
-                        path: "every-row pass".into(),
-                        reason: "histogram thread failed".into(),
-                    }))
-                })
-            })
-            .collect()
-    });
-    let mut merged = empty();
-    for worker in per_worker {
-        for (all, part) in merged.iter_mut().zip(worker?) {
-            if let (Some(all), Some(part)) = (all, part) {
-                all.merge(&part);
-            }
+        })
+        .collect();
+    let mut sample_fit = SampleFit::new(&head, &file_names(shards), samples, config)?;
+    if config.strategy == FitStrategy::EveryRow && sample_fit.has_numeric() {
+        progress.inc_length(shards.len() as u64);
+        let columns = &sample_fit.columns;
+        let parts = per_worker(
+            shards.len(),
+            threads,
+            || empty_histograms(columns),
+            |i, histograms| {
+                head.add_to_histograms(&shards[i], columns, histograms)?;
+                progress.inc(1);
+                Ok(())
+            },
+        );
+        let mut merged = empty_histograms(columns);
+        for part in parts {
+            merge_histograms(&mut merged, &part?);
         }
+        sample_fit.refit(merged)?;
     }
-    let mut seen = Vec::with_capacity(columns.len());
-    for (column, histogram) in columns.iter_mut().zip(merged) {
-        let Some(histogram) = histogram.filter(|h| !h.is_empty()) else {
-            seen.push(None);
-            continue;
-        };
-        let mixture = fit_histogram(&histogram, params)
-            .map_err(|source| FitError::Model { column: column.name.clone(), source })?;
-        *column = column.clone().with_mixture(mixture);
-        seen.push(Some(histogram.rows()));
-    }
-    Ok(seen)
+    sample_fit.finish(dataset, config)
 }
 
 /// Rows per batch of the every-row pass.

@@ -29,6 +29,8 @@ pub mod headers {
     pub const FORMAT: &str = "format";
     /// Dataset the chunk's rows belong to.
     pub const DATASET: &str = "dataset";
+    /// What a message other than a chunk is (`fit-task`); absent on chunks.
+    pub const KIND: &str = "kind";
 }
 
 fn base(config: &KafkaConfig) -> ClientConfig {

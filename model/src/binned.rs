@@ -42,6 +42,13 @@ const BINADE_BINS: usize = 1 << MANTISSA_BITS;
 /// Binades: one per value of the sign and the exponent.
 const BINADES: usize = 1 << 12;
 
+/// First bytes of [`Histogram::to_bytes`].
+const MAGIC: &[u8; 8] = b"SFHIST01";
+/// The magic, then rows, skipped and bins as `u64`.
+const HEADER_BYTES: usize = 8 + 3 * 8;
+/// A bin: key `u32`, count `u64`, two `u128` sums.
+const BIN_BYTES: usize = 4 + 8 + 16 + 16;
+
 /// The exact histogram of a column's finite values on the grid of [`KEY_BITS`]-bit keys.
 ///
 /// Stored as a two-level table: per binade (sign and exponent) a dense block of
@@ -136,6 +143,70 @@ impl Histogram {
         self.rows == 0
     }
 
+    /// The histogram as bytes another process reads back with [`Histogram::from_bytes`]
+    /// unchanged (a fit's statistics computed on one machine, merged on another): a magic,
+    /// the rows and skipped counts, then each non-empty bin's key and exact sums, little
+    /// endian, in key order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let bins = self.bins();
+        let mut out = Vec::with_capacity(HEADER_BYTES + bins * BIN_BYTES);
+        out.extend_from_slice(MAGIC);
+        for n in [self.rows, self.skipped, bins as u64] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for (index, block) in self.binades.iter().enumerate() {
+            let Some(block) = block else { continue };
+            for (i, bin) in block.iter().enumerate().filter(|(_, b)| b.count > 0) {
+                // The key is at most KEY_BITS (24) bits.
+                out.extend_from_slice(&(((index << MANTISSA_BITS) | i) as u32).to_le_bytes());
+                out.extend_from_slice(&bin.count.to_le_bytes());
+                out.extend_from_slice(&bin.sum.to_le_bytes());
+                out.extend_from_slice(&bin.sum_squares.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Read what [`Histogram::to_bytes`] wrote.
+    ///
+    /// # Errors
+    /// A one-line reason when the bytes are not such a histogram (wrong magic, truncated,
+    /// a key out of range or repeated, counts that do not add up to the rows).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or("not a shardflow histogram (bad magic)")?;
+        let (header, mut body) = rest.split_at_checked(HEADER_BYTES - MAGIC.len()).ok_or("truncated histogram")?;
+        let word = |at: usize| u64::from_le_bytes(header[at * 8..at * 8 + 8].try_into().unwrap_or_default());
+        let (rows, skipped, bins) = (word(0), word(1), word(2));
+        if body.len() as u64 != bins.saturating_mul(BIN_BYTES as u64) {
+            return Err(format!("histogram of {bins} bins has {} bytes of bins", body.len()));
+        }
+        let mut h = Self { skipped, ..Self::default() };
+        let mut counted = 0u64;
+        let mut last: Option<u32> = None;
+        while let Some((bin, rest)) = body.split_at_checked(BIN_BYTES) {
+            body = rest;
+            let key = u32::from_le_bytes(bin[..4].try_into().unwrap_or_default());
+            if key >> KEY_BITS != 0 || last.is_some_and(|l| l >= key) {
+                return Err(format!("histogram bin key {key} out of range or out of order"));
+            }
+            last = Some(key);
+            let count = u64::from_le_bytes(bin[4..12].try_into().unwrap_or_default());
+            let sum = u128::from_le_bytes(bin[12..28].try_into().unwrap_or_default());
+            let sum_squares = u128::from_le_bytes(bin[28..44].try_into().unwrap_or_default());
+            if count == 0 {
+                return Err(format!("histogram bin {key} is empty"));
+            }
+            counted = counted.saturating_add(count);
+            let key = key as usize;
+            h.binade(key >> MANTISSA_BITS)[key & (BINADE_BINS - 1)] = Bin { count, sum, sum_squares };
+        }
+        if counted != rows {
+            return Err(format!("histogram bins hold {counted} rows, its header says {rows}"));
+        }
+        h.rows = rows;
+        Ok(h)
+    }
+
     /// The bins as weighted points, in ascending order of value.
     pub fn points(&self) -> Vec<Point> {
         let bins = |index: usize| {
@@ -196,5 +267,22 @@ mod tests {
         assert_eq!((with_nan.rows(), with_nan.skipped()), (1, 2));
         with_nan.merge(&h);
         assert_eq!(with_nan.rows(), 11);
+    }
+
+    #[test]
+    fn bytes_read_back_to_the_same_histogram_and_bad_bytes_are_refused() {
+        let values: Vec<f64> = (0..10_000).map(|i| ((i * 7919) % 1000) as f64 * 0.37 - 120.0).collect();
+        let mut h = Histogram::of(&values);
+        h.extend([f64::NAN, 1e-310, -1e300]);
+        let bytes = h.to_bytes();
+        let back = Histogram::from_bytes(&bytes).expect("read back");
+        assert_eq!(back, h);
+        assert_eq!(back.points(), h.points());
+        assert_eq!(Histogram::from_bytes(&Histogram::new().to_bytes()).expect("empty"), Histogram::new());
+        assert!(Histogram::from_bytes(b"SFHIST02").is_err());
+        assert!(Histogram::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        let mut wrong_rows = bytes.clone();
+        wrong_rows[8] ^= 1;
+        assert!(Histogram::from_bytes(&wrong_rows).expect_err("rows").contains("rows"));
     }
 }

@@ -21,7 +21,8 @@ use shardflow_generate::{
     CreativeOptions, GenerateOptions, StocksOptions, creative_version, creative_versions, generate,
     generate_creative_packs, generate_stocks,
 };
-use shardflow_jobs::fit::{dataset_of, fit, record_dataset, register, write_model};
+use shardflow_jobs::fit::{dataset_of, file_names, fit, record_dataset, register, write_model};
+use shardflow_jobs::group_fit::{fit_on_group, requested_name};
 use shardflow_jobs::service::JobService;
 use shardflow_model::Model;
 use shardflow_storage::shard::{AMOUNT, Shard};
@@ -106,6 +107,12 @@ enum Command {
         /// Do not register the model in ClickHouse.
         #[arg(long)]
         no_register: bool,
+        /// Have the consumer group do the reading: one task per shard on the chunk topic, each shard sampled
+        /// (and, for every-row, histogrammed) by whichever member gets it, from its own data roots. The shards
+        /// must lie under a data root (storage.data_roots), where every member finds them by the same relative
+        /// path; the model is the one the local fit makes, bit for bit.
+        #[arg(long)]
+        on_group: bool,
     },
     /// Publish shards as jobs: one Kafka message per chunk, transformed with a registered model.
     Publish {
@@ -400,7 +407,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(DatasetCommand::Show { dir, version }) => {
             println!("{}", serde_json::to_string_pretty(&creative_version(&dir, version)?)?);
         }
-        Command::Fit { shards, out, dataset, sample_rows, strategy, no_register } => {
+        Command::Fit { shards, out, dataset, sample_rows, strategy, no_register, on_group } => {
             let mut fit_config = config.fit.clone();
             if let Some(n) = sample_rows {
                 fit_config.sample_rows_per_shard = n;
@@ -414,8 +421,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(name) => name,
                 None => dataset_of(&shards, &files, &fit_config)?,
             };
-            let (model, metadata) =
-                tokio::task::spawn_blocking(move || fit(&files, &name, &fit_config, threads(), &bar)).await??;
+            let (model, metadata) = if on_group {
+                let storage = shardflow_api::open_storage(&config)?;
+                let roots = storage.local_roots();
+                let names: Vec<String> = files.iter().map(|f| requested_name(&roots, f)).collect();
+                if let Some(outside) = names.iter().find(|n| std::path::Path::new(n).is_absolute()) {
+                    bail!(
+                        "--on-group: {outside} is under no data root (storage.data_roots), so members cannot find it"
+                    );
+                }
+                let group = Config { fit: fit_config, ..config.clone() };
+                let (model, metadata, report) =
+                    fit_on_group(&group, &storage, &names, &file_names(&files), &name, &bar).await?;
+                bar.finish_and_clear();
+                let by: Vec<String> = report.tasks_by_worker.iter().map(|(w, n)| format!("{w}: {n}")).collect();
+                println!(
+                    "fit {} on consumer group {}: {} tasks by {} members ({})",
+                    report.fit_id,
+                    config.kafka.group_id,
+                    report.tasks_by_worker.values().sum::<usize>(),
+                    report.tasks_by_worker.len(),
+                    by.join(", ")
+                );
+                (model, metadata)
+            } else {
+                tokio::task::spawn_blocking(move || fit(&files, &name, &fit_config, threads(), &bar)).await??
+            };
             write_model(&out, &model, &metadata)?;
             if !no_register {
                 let index = Index::connect(&config.clickhouse).await?;

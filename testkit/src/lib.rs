@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod dataset;
+pub mod hosts;
 pub mod http;
 pub mod objects;
 pub mod proxy;

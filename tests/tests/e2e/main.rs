@@ -13,6 +13,7 @@ mod creative_packs;
 mod faults;
 mod fuzz_api;
 mod game_rounds;
+mod group_fit;
 mod hostile_bodies;
 mod jobs_outlive_requests;
 mod k8s;

@@ -4,52 +4,19 @@
 //! other finishes it. Every part lands once, and pyarrow's S3 filesystem, a reader outside
 //! shardflow, reads every input row from both datasets.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
 use serde_json::Value;
-use shardflow_config::Config;
 use shardflow_generate::{GenerateOptions, generate, shard_file_name};
 use shardflow_testkit::dataset::free_port;
+use shardflow_testkit::hosts::{Host, wait_for_every_member};
 use shardflow_testkit::objects::ObjectDir;
-use shardflow_testkit::{TestEnv, bin, eventually, nz};
-use tokio::process::{Child, Command};
+use shardflow_testkit::{TestEnv, eventually, nz};
 
 const ROWS: u64 = 2_000_000;
 const CHUNK_ROWS: usize = 20_000;
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-/// One host: a working directory with its own config file (relative local roots, so they
-/// resolve inside it) and a process started there.
-struct Host {
-    dir: PathBuf,
-    config: PathBuf,
-}
-
-impl Host {
-    fn new(root: &Path, name: &str, config: &Config) -> Self {
-        let dir = root.join(name);
-        std::fs::create_dir_all(dir.join("data")).expect("host dir");
-        let path = dir.join("config.toml");
-        std::fs::write(&path, toml::to_string(config).expect("config as TOML")).expect("write config");
-        Self { dir, config: path }
-    }
-
-    fn start(&self, binary: &str, args: &[&str]) -> Child {
-        Command::new(bin(binary))
-            .current_dir(&self.dir)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("RUST_LOG", std::env::var("SHARDFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {binary}: {e}"))
-    }
-}
 
 fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("kill");
@@ -75,12 +42,6 @@ fn pyarrow_rows(dir: &ObjectDir, datasets: &[String]) -> Vec<u64> {
     serde_json::from_slice(&out.stdout).expect("JSON from python")
 }
 
-/// The partitions a consumer's group members hold, from its `/metrics`.
-async fn assigned(client: &reqwest::Client, metrics: &str) -> Option<i64> {
-    let text = client.get(metrics).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix("shardflow_consumer_assigned_partitions ")?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_on_two_hosts_write_every_part_to_s3_once_through_a_kill_9() {
     let bucket = ObjectDir::s3_seaweed("twohosts");
@@ -97,14 +58,8 @@ async fn two_consumers_on_two_hosts_write_every_part_to_s3_once_through_a_kill_9
     });
     let hosts = tempfile::tempdir().expect("hosts");
     let api = Host::new(hosts.path(), "api", &env.config);
-    // Each consumer's /metrics on a port of its own, to see the partitions it holds.
-    let consumer_host = |name: &str| {
-        let mut config = env.config.clone();
-        config.consumer.listen = format!("127.0.0.1:{}", free_port()).parse().expect("address");
-        (Host::new(hosts.path(), name, &config), format!("http://{}/metrics", config.consumer.listen))
-    };
-    let (first, first_metrics) = consumer_host("consumer-1");
-    let (second, second_metrics) = consumer_host("consumer-2");
+    let (first, first_metrics) = Host::consumer(hosts.path(), "consumer-1", &env.config);
+    let (second, second_metrics) = Host::consumer(hosts.path(), "consumer-2", &env.config);
     let shards = api.dir.join("data/shards");
     let options = GenerateOptions { rows: ROWS, shard_rows: ROWS, out: shards.clone(), seed: 21, threads: 2 };
     generate(&options, &ProgressBar::hidden()).expect("generate");
@@ -121,15 +76,7 @@ async fn two_consumers_on_two_hosts_write_every_part_to_s3_once_through_a_kill_9
     let _survivor = second.start("consumer", &[]);
     // Both members hold partitions before the job starts, so both do part of it whatever
     // the speed of each one's start (a member that joined late found the job done).
-    let partitions = i64::from(env.config.kafka.partitions);
-    eventually("both consumers to hold partitions", TIMEOUT, || {
-        let (a, b) = (assigned(&client, &first_metrics), assigned(&client, &second_metrics));
-        async move {
-            let (a, b) = (a.await?, b.await?);
-            (a > 0 && b > 0 && a + b == partitions).then_some(())
-        }
-    })
-    .await;
+    wait_for_every_member(&[&first_metrics, &second_metrics], env.config.kafka.partitions, TIMEOUT).await;
 
     // A relative path: it resolves in the API's own data root, which no consumer has.
     let response = client
