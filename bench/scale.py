@@ -3,8 +3,9 @@
 
     make scale ROWS=100000000 CONSUMERS=2      # or: bench/scale.py --rows N --consumers K
 
-Generates `Amount` shards, fits one model over them (`producer fit`), starts K consumers and
-the API, submits every shard, follows the jobs with a progress bar until every row is
+Generates `Amount` shards, fits one model over them (`producer fit`; `--fit group` has the K
+consumers fit it, `producer fit --on-group`, and `--fit both` does both, checks that the two
+`model.json` files are byte-equal and times each), starts K consumers and the API, submits every shard, follows the jobs with a progress bar until every row is
 indexed, and prints rows per second end to end and per stage, the p50/p99 latency of a chunk
 from its publish to its index (the consumers' `publish_to_index_seconds` histogram, so a
 quantile is the upper bound of its bucket), the peak RSS of every process, and the bytes the
@@ -112,6 +113,17 @@ def run_timed(argv, log):
     return seconds, usage.ru_maxrss * 1024
 
 
+def assigned(metrics_port):
+    """The partitions a consumer holds (its `shardflow_consumer_assigned_partitions` gauge)."""
+    status, body = http("GET", f"http://127.0.0.1:{metrics_port}/metrics")
+    if status != 200:
+        return 0
+    for line in body.decode().splitlines():
+        if line.startswith("shardflow_consumer_assigned_partitions"):
+            return float(line.split()[-1])
+    return 0
+
+
 def histogram(text, name):
     """Cumulative buckets [(upper bound, count)] of one Prometheus histogram."""
     buckets = {}
@@ -165,6 +177,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=3600, help="seconds the jobs may take")
     parser.add_argument("--topic", help="topic and consumer group (default: bench.scale.<pid>_<time>)")
     parser.add_argument("--database", help="ClickHouse database (default: bench_scale_<pid>_<time>)")
+    parser.add_argument("--fit", choices=("local", "group", "both"), default="local",
+                        help="fit on this machine, on the consumer group, or both (compared byte for byte)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and database")
     args = parser.parse_args()
     if args.rows <= 0 or args.consumers <= 0:
@@ -242,9 +256,10 @@ def run(args, shard_rows, partitions, work, data, config, api, processes):
                                          "--out", str(data / "amount"), "--seed", "42"], work / "generate.log")
     stages["generate"] = {"seconds": seconds, "rows_per_second": args.rows / seconds, "peak_rss_bytes": rss}
     shards = sorted((data / "amount").glob("*.parquet"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    seconds, rss = run_timed(producer + ["fit", "--shards", str(data / "amount"), "--out", str(data / "models" / "amount")],
-                             work / "fit.log")
-    stages["fit"] = {"seconds": seconds, "rows_per_second": args.rows / seconds, "peak_rss_bytes": rss}
+    if args.fit in ("local", "both"):
+        seconds, rss = run_timed(producer + ["fit", "--shards", str(data / "amount"), "--out",
+                                             str(data / "models" / "amount")], work / "fit.log")
+        stages["fit"] = {"seconds": seconds, "rows_per_second": args.rows / seconds, "peak_rss_bytes": rss}
 
     metrics_ports = []
     for i in range(args.consumers):
@@ -254,11 +269,26 @@ def run(args, shard_rows, partitions, work, data, config, api, processes):
         with open(work / f"consumer-{i + 1}.log", "wb") as log:
             processes.append(subprocess.Popen([str(args.bin / "consumer"), "--config", str(config)], stdout=log,
                                               stderr=subprocess.STDOUT, env=env))
+    eventually("every consumer to be ready", 120,
+               lambda: all(http("GET", f"http://127.0.0.1:{p}/readyz")[0] == 200 for p in metrics_ports))
+
+    if args.fit in ("group", "both"):
+        # Every consumer holds partitions first, so that the fit's tasks are shared out.
+        eventually("every consumer to hold partitions", 120,
+                   lambda: all(assigned(p) > 0 for p in metrics_ports))
+        out = data / "models" / ("amount-group" if args.fit == "both" else "amount")
+        seconds, rss = run_timed(producer + ["fit", "--shards", str(data / "amount"), "--out", str(out), "--on-group"],
+                                 work / "fit-on-group.log")
+        stages["fit_on_group"] = {"seconds": seconds, "rows_per_second": args.rows / seconds, "peak_rss_bytes": rss}
+        if args.fit == "both":
+            local = (data / "models" / "amount" / "model.json").read_bytes()
+            if (out / "model.json").read_bytes() != local:
+                fail("the consumer group's model.json differs from the local fit's")
+            stages["fit_on_group"]["model_equal_to_local"] = True
+
     with open(work / "api.log", "wb") as log:
         processes.append(subprocess.Popen(producer + ["serve"], stdout=log, stderr=subprocess.STDOUT))
     eventually("the API to be ready", 120, lambda: http("GET", f"{api}/readyz")[0] == 200)
-    eventually("every consumer to be ready", 120,
-               lambda: all(http("GET", f"http://127.0.0.1:{p}/readyz")[0] == 200 for p in metrics_ports))
 
     started = time.monotonic()
     jobs = []
@@ -357,11 +387,11 @@ def run(args, shard_rows, partitions, work, data, config, api, processes):
 def report(s):
     mib = 1 << 20
     print(f"\n{s['rows']:,} rows, {s['shards']} shards, {s['consumers']} consumer(s), {s['chunks']} chunks")
-    print(f"{'stage':<12} {'seconds':>9} {'rows/s':>14}")
+    print(f"{'stage':<14} {'seconds':>9} {'rows/s':>14}")
     for name, stage in s["stages"].items():
-        print(f"{name:<12} {stage['seconds']:>9.2f} {stage['rows_per_second']:>14,.0f}")
+        print(f"{name:<14} {stage['seconds']:>9.2f} {stage['rows_per_second']:>14,.0f}")
     e = s["end_to_end"]
-    print(f"{'end to end':<12} {e['seconds']:>9.2f} {e['rows_per_second']:>14,.0f}   (submit to every row indexed)")
+    print(f"{'end to end':<14} {e['seconds']:>9.2f} {e['rows_per_second']:>14,.0f}   (submit to every row indexed)")
     busy = s["stages"]["consume"]["busy_seconds"]
     print("consumer busy seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items()))
     lat = s["chunk_latency_seconds"]

@@ -1,6 +1,7 @@
 //! `bench/scale.py` (what `make scale` runs) at a small size, so the scale command cannot
-//! rot: it must generate, fit, publish and consume every row with two consumers and write a
-//! summary whose figures agree with what it ran.
+//! rot: it must generate, fit (on this machine and on the consumer group, the two models
+//! byte-equal), publish and consume every row with two consumers and write a summary whose
+//! figures agree with what it ran.
 
 use std::process::Command;
 
@@ -14,7 +15,7 @@ fn the_scale_run_indexes_every_row_and_writes_its_summary() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/scale.py");
     let output = Command::new(python())
         .arg(script)
-        .args(["--rows", "300000", "--shard-rows", "100000", "--consumers", "2", "--timeout", "300"])
+        .args(["--rows", "300000", "--shard-rows", "100000", "--consumers", "2", "--timeout", "300", "--fit", "both"])
         .arg("--bin")
         .arg(&bin_dir)
         .arg("--results")
@@ -38,10 +39,11 @@ fn the_scale_run_indexes_every_row_and_writes_its_summary() {
     assert_eq!(summary["chunks"], 6, "{summary}");
     assert_eq!(summary["chunk_latency_seconds"]["chunks"], 6.0, "{summary}");
     assert!(summary["chunk_latency_seconds"]["p99"].as_f64().is_some_and(|p| p > 0.0), "{summary}");
-    for stage in ["generate", "fit", "publish", "consume"] {
+    assert_eq!(summary["stages"]["fit_on_group"]["model_equal_to_local"], true, "{summary}");
+    for stage in ["generate", "fit", "fit_on_group", "publish", "consume"] {
         assert!(summary["stages"][stage]["rows_per_second"].as_f64().is_some_and(|r| r > 0.0), "{stage}: {summary}");
     }
-    for process in ["api", "consumer-1", "consumer-2", "generate", "fit"] {
+    for process in ["api", "consumer-1", "consumer-2", "generate", "fit", "fit_on_group"] {
         assert!(summary["peak_rss_bytes"][process].as_u64().is_some_and(|b| b > 1 << 20), "{process}: {summary}");
     }
     assert!(summary["bytes"]["outputs"].as_u64().is_some_and(|b| b > 0), "{summary}");
