@@ -82,7 +82,11 @@ gcs_answers() { curl -fsS --max-time 2 "$GCS_EMULATOR/storage/v1/b" 2>/dev/null 
 start_store() {
   local name=$1 dir=$2 port=$3 answers=$4; shift 4
   if "$answers"; then say "$name already answers on $port"; return 0; fi
-  port_open "$port" && fail "port $port is taken by something that is not $name"
+  # A server busy with a test's requests may miss one 2-second answer: give it 20 s.
+  if port_open "$port"; then
+    wait_for "$name" 20 "$answers" && return 0
+    fail "port $port is taken by something that is not $name"
+  fi
   mkdir -p "$dir/data"
   (cd "$dir" && exec nohup "$@" >"$dir/server.log" 2>&1) &
   echo $! >"$dir/pid"
