@@ -172,14 +172,8 @@ impl Head {
         let named: Vec<String> =
             config.kinds.keys().chain(config.modes.keys()).chain(config.tails.keys()).cloned().collect();
         Table::open(first, &named, None)?;
-        let head = Table::open(first, &config.columns, None)?;
-        let schema = head.schema();
-        let order: Vec<String> = if config.columns.is_empty() {
-            schema.fields().iter().map(|f| f.name().clone()).collect()
-        } else {
-            config.columns.clone()
-        };
-        Ok(Self { csv_schema: head.csv_schema(), amount: is_amount(&schema, config), schema, order })
+        let table = Table::open(first, &config.columns, None)?;
+        Ok(Self { csv_schema: table.csv_schema(), ..Self::of_schema(table.schema(), config) })
     }
 
     /// The head of a table known only by its schema (a sample another process drew): what
